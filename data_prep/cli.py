@@ -1,0 +1,111 @@
+"""The one way every entry point reads its config and reports user errors.
+
+``key=value`` dotted overrides (and ``--key value`` spellings) are merged into a structured
+config; ``--help`` lists every key with its default and help; a ``UserError`` becomes a
+one-paragraph message on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from data_prep.errors import ConfigError, UserError
+
+CONFIG_FILE = "config.yaml"
+
+
+def _help_lines(schema: type, prefix: str = "") -> list[str]:
+    lines = []
+    for f in dataclasses.fields(schema):
+        key = prefix + f.name
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            lines.append(f"  {key}.*  ({f.metadata.get('help', '')})")
+            lines += _help_lines(type(default), key + ".")
+        else:
+            shown = "???" if default is dataclasses.MISSING else default
+            lines.append(f"  {key}={shown}\n      {f.metadata.get('help', '')}")
+    return lines
+
+
+def help_text(schema: type, prog: str, description: str, positional: str | None = None) -> str:
+    usage = f"usage: python -m {prog} [--help] [key=value ...]"
+    if positional:
+        usage = f"usage: python -m {prog} [--help] {positional.upper()} [key=value ...]"
+    return "\n".join([usage, "", description.strip(), "", "config keys (dotted overrides):"]
+                     + _help_lines(schema))
+
+
+def _normalise(argv: Sequence[str], positional: str | None) -> list[str]:
+    """Turn ``--key value`` / ``--key=value`` / a leading positional into dotted overrides."""
+    out, args, i = [], list(argv), 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            key = arg[2:].replace("-", "_")
+            if "=" in key:
+                out.append(key)
+            elif i + 1 < len(args):
+                out.append(f"{key}={args[i + 1]}")
+                i += 1
+            else:
+                raise UserError(f"option {arg} needs a value (or write {key}=VALUE)")
+        elif "=" in arg:
+            out.append(arg)
+        elif positional and not any(o.startswith(positional + "=") for o in out):
+            out.append(f"{positional}={arg}")
+        else:
+            raise UserError(f"unexpected argument {arg!r}: overrides are written key=value")
+        i += 1
+    return out
+
+
+def parse_config(
+    schema: type,
+    argv: Sequence[str],
+    prog: str,
+    description: str,
+    positional: str | None = None,
+) -> DictConfig:
+    """Merge ``argv`` overrides into ``schema``'s defaults; exits 0 after printing ``--help``."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(schema, prog, description, positional))
+        raise SystemExit(0)
+    overrides = _normalise(argv, positional)
+    base = OmegaConf.structured(schema)
+    try:
+        return OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
+    except ConfigKeyError as e:
+        raise ConfigError(e.full_key or "?", f"unknown key (see python -m {prog} --help)") from None
+    except ValidationError as e:
+        raise ConfigError(e.full_key or "?", str(e).splitlines()[0]) from None
+    except OmegaConfBaseException as e:
+        raise UserError(f"bad override: {str(e).splitlines()[0]}") from None
+
+
+def save_config(cfg: Any, out_dir: str | Path) -> Path:
+    """Write the resolved config next to the outputs it produced."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CONFIG_FILE
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+    return path
+
+
+def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
+    """Run ``main``; a UserError ends with its message on stderr and exit status 2."""
+    try:
+        main(list(sys.argv[1:] if argv is None else argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

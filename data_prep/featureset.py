@@ -1,0 +1,83 @@
+"""The contract between data_prep and trainable: task-ready features as Arrow tables.
+
+Feature tables (one row per window for span tasks, per annotation for ``pair``):
+  common     example_id: string; input_ids: list<uint16|int32> (uint16 when the vocabulary fits);
+             token_type_ids: list<int8> (only when the tokenizer produces them).
+             The attention mask is implied by the row length: rows are unpadded.
+  span       offset_start, offset_end: list<int32>, character offsets into the example's context,
+             -1 for question and special tokens; start_positions, end_positions: int32 token
+             indices of the gold answer in this window, both 0 ([CLS]) when it is not inside.
+  span_crf   the span columns plus tags: list<int8>, 0=O 1=B 2=I over context tokens, -100 elsewhere.
+  pair       label: int8 (annotation status); symptom_id: int8 (index in SYMPTOMS).
+Example tables (one row per example, for post-processing and evaluation):
+  span tasks example_id, group, symptom, question, context: string;
+             answer_texts: list<string>; answer_starts: list<int32> (empty lists = no answer).
+  pair       example_id, group, symptom, sentence: string; label: int8.
+``meta`` holds the cache key, task, tokenizer identity (name_or_path, fingerprint, vocab_size,
+cls/pad token ids), the feature settings, the split manifest (group ids per split) and the data
+report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SPLITS = ("train", "val", "test")
+COMPLETE_MARKER = "COMPLETE"
+
+
+@dataclass
+class FeatureSet:
+    task: str
+    features: dict[str, pa.Table]
+    examples: dict[str, pa.Table]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_featureset(fs: FeatureSet, path: str | Path) -> Path:
+    """Write atomically: a temporary sibling directory renamed into place once complete."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for split, table in fs.features.items():
+            pq.write_table(table, tmp / f"features-{split}.parquet")
+        for split, table in fs.examples.items():
+            pq.write_table(table, tmp / f"examples-{split}.parquet")
+        (tmp / "meta.json").write_text(json.dumps({"task": fs.task, **fs.meta}, indent=1))
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        if final.exists():  # a concurrent writer won the race; its entry is equivalent
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def is_complete(path: str | Path) -> bool:
+    """A directory without the marker is a partial write and is never read as valid."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def load_featureset(path: str | Path) -> FeatureSet:
+    path = Path(path)
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path} is not a complete feature cache entry")
+    meta = json.loads((path / "meta.json").read_text())
+    features = {s: pq.read_table(path / f"features-{s}.parquet") for s in SPLITS
+                if (path / f"features-{s}.parquet").exists()}
+    examples = {s: pq.read_table(path / f"examples-{s}.parquet") for s in SPLITS
+                if (path / f"examples-{s}.parquet").exists()}
+    return FeatureSet(task=meta.pop("task"), features=features, examples=examples, meta=meta)
