@@ -31,7 +31,7 @@ class DataConfig:
     dir: str | None = doc(
         "redsm5: folder with redsm5_posts.csv|jsonl and redsm5_annotations.csv; "
         "squad_v2: folder with train-v2.0.json [dev-v2.0.json] or one JSON file; "
-        "demo: where the synthetic CSVs are written (default: under cache_dir)",
+        "demo: the synthetic CSVs go to <data.dir or cache_dir>/demo/n<posts>-s<seed>",
         None,
     )
     demo_posts: int = doc("number of posts in the synthetic demo corpus", 400)
