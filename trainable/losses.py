@@ -1,0 +1,70 @@
+"""The ``pair`` task's loss: class-weighted focal loss, with weights from training-class frequencies.
+
+ReDSM5's annotations are mostly ``status = 0``; alpha re-balances the classes and gamma turns
+the loss towards the examples the model still gets wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    gamma: float = 2.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Focal loss ``-alpha[y] * (1 - p_y) ** gamma * log p_y`` over logits [N, C], float32 result.
+
+    Normalisation, chosen to match ``F.cross_entropy(logits, targets, weight=alpha)``:
+    ``reduction="mean"`` is the *weighted* mean ``sum_i w_i * l_i / sum_i w_i`` with
+    ``w_i = alpha[y_i]`` (the plain mean when alpha is None), so with ``gamma=0`` the result equals
+    cross-entropy with the same weights for every reduction. "sum" sums the weighted terms,
+    "none" returns them per example. Runs in float32 with autocast off, since ``log p`` of a
+    confident half-precision softmax rounds to 0 and the focal factor then loses the gradient.
+    """
+    if gamma < 0:
+        raise ValueError(f"focal_loss: gamma must be >= 0, got {gamma}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"focal_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    with torch.autocast(logits.device.type, enabled=False):
+        log_p = F.log_softmax(logits.float(), dim=-1).gather(1, targets.long().unsqueeze(1)).squeeze(1)
+        loss = -log_p
+        if gamma > 0:  # skipped at 0: d/dp (1-p)^0 is 0 * inf = nan where p rounds to 1
+            # -expm1(log p) = 1 - p without cancellation; the clamp keeps gamma < 1 gradients finite
+            loss = (-torch.expm1(log_p)).clamp_min(1e-12) ** gamma * loss
+        weights = None
+        if alpha is not None:
+            weights = alpha.to(device=loss.device, dtype=torch.float32)[targets.long()]
+            loss = weights * loss
+        if reduction == "none":
+            return loss
+        if reduction == "sum":
+            return loss.sum()
+        return loss.sum() / weights.sum() if weights is not None else loss.mean()
+
+
+def class_alpha(labels: np.ndarray, num_classes: int = 2) -> torch.Tensor:
+    """Inverse-frequency class weights, float32 [num_classes], summing to ``num_classes``.
+
+    Classes present in ``labels`` get weights proportional to 1 / count, scaled to sum to the
+    number of present classes; a class that never occurs gets 1 (it never weighs a term in the
+    loss, and 1 keeps the total at ``num_classes`` without dividing by a zero count).
+    """
+    labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"class_alpha: labels must be in [0, {num_classes}), "
+                         f"got values from {labels.min()} to {labels.max()}")
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.ones(num_classes, dtype=np.float64)
+    present = counts > 0
+    if present.any():
+        inverse = 1.0 / counts[present]
+        weights[present] = inverse * present.sum() / inverse.sum()
+    return torch.tensor(weights, dtype=torch.float32)

@@ -1,0 +1,123 @@
+"""Evaluation metrics of the ``pair`` (binary classification) and ``span_crf`` (BIO spans) tasks.
+
+Every value is a plain Python number (or None), so the dicts go straight into Ray reports,
+TensorBoard and JSON files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from data_prep.symptoms import SYMPTOMS
+
+_B, _I = 1, 2  # BIO tag ids of the feature contract (data_prep.featureset); anything else is outside
+
+
+def pair_metrics(
+    labels: np.ndarray, probs: np.ndarray, symptom_ids: np.ndarray, threshold: float = 0.5
+) -> dict:
+    """Binary metrics of P(evidence) = ``probs`` vs ``labels`` (1 = evidence), overall and per symptom.
+
+    A pair is predicted positive when ``probs >= threshold``. precision/recall/f1 are those of
+    class 1 (0 when undefined, e.g. no positive prediction); roc_auc and pr_auc (average
+    precision) are None when ``labels`` hold a single class, where they are undefined.
+    ``per_symptom`` lists only the symptoms that occur in ``symptom_ids``.
+    """
+    labels, probs, symptom_ids = (np.asarray(a).ravel() for a in (labels, probs, symptom_ids))
+    if not labels.size or not labels.size == probs.size == symptom_ids.size:
+        raise ValueError(f"pair_metrics: need equally long, non-empty arrays; got {labels.size} labels, "
+                         f"{probs.size} probs, {symptom_ids.size} symptom ids")
+    if symptom_ids.min() < 0 or symptom_ids.max() >= len(SYMPTOMS):
+        raise ValueError(f"pair_metrics: symptom ids must index SYMPTOMS (0..{len(SYMPTOMS) - 1})")
+    labels, symptom_ids = labels.astype(np.int64), symptom_ids.astype(np.int64)
+    preds = (probs >= threshold).astype(np.int64)
+    tn, fp, fn, tp = confusion_matrix(labels, preds, labels=[0, 1]).ravel().tolist()
+    two_classes = np.unique(labels).size == 2
+    out = {
+        **_prf(labels, preds),
+        "roc_auc": float(roc_auc_score(labels, probs)) if two_classes else None,
+        "pr_auc": float(average_precision_score(labels, probs)) if two_classes else None,
+        "accuracy": float(accuracy_score(labels, preds)),
+        "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+        "per_symptom": {},
+    }
+    for sid in np.unique(symptom_ids).tolist():
+        rows = symptom_ids == sid
+        out["per_symptom"][SYMPTOMS[sid]] = {"n": int(rows.sum()), "positives": int(labels[rows].sum()),
+                                             **_prf(labels[rows], preds[rows])}
+    return out
+
+
+def _prf(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=[1], average="binary",
+                                                 pos_label=1, zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+def bio_to_token_spans(tags: Sequence[int]) -> list[tuple[int, int]]:
+    """Inclusive (first, last) token index of each span in a BIO sequence (0=O, 1=B, 2=I).
+
+    B always opens a new span; I continues the open span or, with none open (a window cut inside
+    an answer, or a sloppy decoder), opens one; O and any other value (e.g. -100) close it.
+    """
+    spans: list[tuple[int, int]] = []
+    begin = None
+    for i, tag in enumerate(list(tags) + [0]):
+        if begin is not None and tag != _I:
+            spans.append((begin, i - 1))
+            begin = None
+        if tag == _B or (tag == _I and begin is None):
+            begin = i
+    return spans
+
+
+def token_spans_to_chars(
+    spans: Sequence[tuple[int, int]], offset_start: Sequence[int], offset_end: Sequence[int]
+) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)``, end exclusive, of inclusive token spans.
+
+    The offsets must index the same token positions as the spans; both ends of a span must be
+    context tokens (offset >= 0), since a span over a question or special token is a bug.
+    """
+    out = []
+    for first, last in spans:
+        if not 0 <= first <= last < len(offset_start):
+            raise ValueError(f"token_spans_to_chars: span ({first}, {last}) outside the "
+                             f"{len(offset_start)} offsets")
+        start, end = int(offset_start[first]), int(offset_end[last])
+        if start < 0 or end < 0:
+            raise ValueError(f"token_spans_to_chars: span ({first}, {last}) touches a non-context token "
+                             "(offset -1); map the decoded positions back to the window's context tokens")
+        out.append((start, end))
+    return out
+
+
+def span_prf(pred: Mapping[str, set[tuple[int, int]]], gold: Mapping[str, set[tuple[int, int]]]) -> dict:
+    """Micro precision / recall / F1 of exact character spans, pooled over examples.
+
+    An example missing from ``pred`` predicted no span; a predicted example missing from
+    ``gold`` is an error. With no predicted and no gold span at all everything is 1.0 (nothing
+    to find, nothing wrongly claimed); otherwise an empty denominator gives 0.0.
+    """
+    unknown = [k for k in pred if k not in gold]
+    if unknown:
+        raise ValueError(f"span_prf: predictions for unknown examples {unknown[:5]} ({len(unknown)})")
+    tp = sum(len(set(pred.get(k, ())) & set(spans)) for k, spans in gold.items())
+    n_pred = sum(len(set(spans)) for spans in pred.values())
+    n_gold = sum(len(set(spans)) for spans in gold.values())
+    if n_pred == 0 and n_gold == 0:
+        precision = recall = f1 = 1.0
+    else:
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_gold if n_gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "n_pred": n_pred, "n_gold": n_gold}
