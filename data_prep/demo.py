@@ -15,16 +15,13 @@ splitter finds and ``sentence_id`` = ``<post_id>_<k>`` is right for verbatim row
 from __future__ import annotations
 
 import csv
-import os
 import random
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from data_prep.atomic import atomic_dir, is_complete
 from data_prep.errors import ConfigError
-from data_prep.featureset import COMPLETE_MARKER, is_complete
 from data_prep.redsm5 import ANNOTATIONS_CSV, POSTS_CSV
 from data_prep.symptoms import SYMPTOMS
 
@@ -433,18 +430,6 @@ def demo_dir(cache_dir: str | Path, n_posts: int, seed: int) -> Path:
     final = Path(cache_dir) / "demo" / f"n{n_posts}-s{seed}"
     if is_complete(final):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(final) as tmp:
         write_demo(tmp, n_posts, seed)
-        (tmp / COMPLETE_MARKER).write_text("ok\n")
-        if final.exists() and not is_complete(final):
-            shutil.rmtree(final)  # left by an interrupted writer of an older version
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not is_complete(final):  # not a concurrent writer that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final

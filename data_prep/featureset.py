@@ -21,9 +21,6 @@ report.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +28,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.atomic import atomic_dir, is_complete
+
 SPLITS = ("train", "val", "test")
-COMPLETE_MARKER = "COMPLETE"
 
 
 @dataclass
@@ -44,31 +42,13 @@ class FeatureSet:
 
 
 def save_featureset(fs: FeatureSet, path: str | Path) -> Path:
-    """Write atomically: a temporary sibling directory renamed into place once complete."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(path) as tmp:
         for split, table in fs.features.items():
             pq.write_table(table, tmp / f"features-{split}.parquet")
         for split, table in fs.examples.items():
             pq.write_table(table, tmp / f"examples-{split}.parquet")
         (tmp / "meta.json").write_text(json.dumps({"task": fs.task, **fs.meta}, indent=1))
-        (tmp / COMPLETE_MARKER).write_text("ok\n")
-        if final.exists():  # a concurrent writer won the race; its entry is equivalent
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def is_complete(path: str | Path) -> bool:
-    """A directory without the marker is a partial write and is never read as valid."""
-    return (Path(path) / COMPLETE_MARKER).is_file()
+    return Path(path)
 
 
 def load_featureset(path: str | Path) -> FeatureSet:

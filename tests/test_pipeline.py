@@ -1,0 +1,134 @@
+"""data_prep end to end: demo/ReDSM5/SQuAD files -> cached features, report and CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_prep.atomic import COMPLETE_MARKER
+from data_prep.cli import parse_config
+from data_prep.config import PrepConfig
+from data_prep.demo import write_demo
+from data_prep.pipeline import prepare_features
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def cfg(tmp_path: Path, *overrides: str):
+    base = [f"cache_dir={tmp_path / 'cache'}", "data.demo_posts=60", "features.max_length=96",
+            "features.doc_stride=32"]
+    return parse_config(PrepConfig, base + list(overrides), "data_prep", "test")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline")
+
+
+def test_second_run_hits_the_cache_and_any_change_misses(shared):
+    first = prepare_features(cfg(shared), verbose=False)
+    again = prepare_features(cfg(shared), verbose=False)
+    assert not first.meta["cache_hit"] and again.meta["cache_hit"]
+    assert again.meta["cache_path"] == first.meta["cache_path"]
+    assert again.features["train"].equals(first.features["train"])
+    for change in ("features.doc_stride=16", "features.question_mode=symptom", "data.split_seed=1",
+                   "task=span_crf", "data.demo_seed=5"):
+        other = prepare_features(cfg(shared, change), verbose=False)
+        assert not other.meta["cache_hit"], change
+        assert other.meta["cache_path"] != first.meta["cache_path"], change
+
+
+def test_a_partial_entry_is_rebuilt(shared):
+    fs = prepare_features(cfg(shared, "task=pair"), verbose=False)
+    (Path(fs.meta["cache_path"]) / COMPLETE_MARKER).unlink()
+    again = prepare_features(cfg(shared, "task=pair"), verbose=False)
+    assert not again.meta["cache_hit"]
+    assert (Path(again.meta["cache_path"]) / COMPLETE_MARKER).exists()
+
+
+def test_changed_input_file_makes_a_new_entry(tmp_path):
+    data = tmp_path / "redsm5"
+    write_demo(data, n_posts=40, seed=3)
+    first = prepare_features(cfg(tmp_path, "data.name=redsm5", f"data.dir={data}"), verbose=False)
+    annotations = data / "redsm5_annotations.csv"
+    annotations.write_text(annotations.read_text().replace(",1,", ",0,", 1))
+    second = prepare_features(cfg(tmp_path, "data.name=redsm5", f"data.dir={data}"), verbose=False)
+    assert second.meta["cache_path"] != first.meta["cache_path"]
+
+
+def test_splits_never_share_a_post_and_the_manifest_covers_every_post(shared):
+    fs = prepare_features(cfg(shared), verbose=False)
+    manifest = fs.meta["manifest"]
+    groups = [set(manifest[s]) for s in ("train", "val", "test")]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert sum(len(g) for g in groups) == 60
+    for split, table in fs.examples.items():
+        assert set(table.column("group").to_pylist()) <= set(manifest[split])
+
+
+def test_report_counts_alignment_rules_and_splits(shared):
+    report = prepare_features(cfg(shared), verbose=False).meta["report"]
+    assert sum(report["alignment"].values()) == report["counts"]["annotations"]
+    assert report["alignment"]["exact"] > 0
+    assert set(report["splits"]) == {"train", "val", "test"}
+
+
+def test_squad_v2_goes_through_the_span_path(tmp_path):
+    context = "The quick brown fox jumps over the lazy dog. It was sunny."
+    data = {"version": "v2.0", "data": [
+        {"title": f"T{i}", "paragraphs": [{"context": context, "qas": [
+            {"id": f"q{i}a", "question": "Who jumps?", "is_impossible": False,
+             "answers": [{"text": "brown fox", "answer_start": 10},
+                         {"text": "The quick brown fox", "answer_start": 0}]},
+            {"id": f"q{i}b", "question": "Who sings?", "is_impossible": True, "answers": []},
+        ]}]} for i in range(6)]}
+    path = tmp_path / "train-v2.0.json"
+    path.write_text(json.dumps(data))
+    fs = prepare_features(cfg(tmp_path, "data.name=squad_v2", f"data.dir={path}"), verbose=False)
+    rows = sum(t.num_rows for t in fs.examples.values())
+    assert rows == 12
+    train = fs.examples["train"].to_pylist()
+    assert any(e["answer_texts"] == ["brown fox", "The quick brown fox"] for e in train)
+
+
+def run_cli(*args: str, cwd: Path):
+    return subprocess.run([sys.executable, "-m", "data_prep", *args], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_writes_report_manifest_and_config(tmp_path):
+    out = tmp_path / "out"
+    done = run_cli(f"out_dir={out}", f"cache_dir={tmp_path / 'c'}", "data.demo_posts=40", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "alignment: exact=" in done.stdout
+    assert {"config.yaml", "report.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["data.name=redsm5", "data.dir=/does/not/exist"], "/does/not/exist"),
+        (["features.doc_stride=999"], "features.doc_stride"),
+        (["features.nope=1"], "unknown key"),
+    ],
+)
+def test_cli_user_errors_exit_2_without_traceback(tmp_path, args, words):
+    done = run_cli(*args, f"cache_dir={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_bad_annotation_names_file_row_and_field(tmp_path):
+    data = tmp_path / "bad"
+    write_demo(data, n_posts=20, seed=1)
+    annotations = data / "redsm5_annotations.csv"
+    lines = annotations.read_text().splitlines()
+    lines[3] = lines[3].replace(",1,", ",7,").replace(",0,", ",7,")
+    annotations.write_text("\n".join(lines) + "\n")
+    done = run_cli("data.name=redsm5", f"data.dir={data}", f"cache_dir={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "redsm5_annotations.csv, row 3, field 'status'" in done.stderr
