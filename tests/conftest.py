@@ -1,0 +1,53 @@
+"""Shared fixtures: a small demo configuration whose cache (tiny model, features) is built once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The loop's small tensors gain nothing from intra-op threads, and on a loaded 2-core machine
+# OpenMP's thread hand-off makes each tiny op cost milliseconds (seen: a CRF decode 400x slower).
+torch.set_num_threads(1)
+
+# Small enough for seconds per epoch on one CPU core, big enough to learn from.
+SMALL_DEMO = {"data": {"demo_posts": 120}, "features": {"max_length": 128}}
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> str:
+    """One cache dir per test session: the tiny model and each task's features are built once."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def train_config(demo_cache):
+    """``train_config(task, out_dir, **training)`` -> a resolved TrainConfig as a plain dict."""
+    from trainable.config import TrainConfig
+
+    def make(task: str, out_dir, **training) -> dict:
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), SMALL_DEMO,
+                              {"task": task, "out_dir": str(out_dir), "cache_dir": demo_cache,
+                               "training": training})
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_features(train_config, tmp_path_factory):
+    """``demo_features(task)`` -> the FeatureSet of the small demo (cached per task)."""
+    from data_prep.pipeline import prepare_features
+
+    built = {}
+
+    def get(task: str):
+        if task not in built:
+            cfg = OmegaConf.create(train_config(task, tmp_path_factory.mktemp("unused")))
+            built[task] = prepare_features(cfg, verbose=False)
+        return built[task]
+
+    return get

@@ -1,0 +1,68 @@
+"""The same loop under a real Ray TorchTrainer: 2 CPU workers, gloo DDP, features from the object store."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ray.train import CheckpointConfig, RunConfig  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from trainable.checkpoint import read_meta  # noqa: E402
+from trainable.ray_train import build_trainer  # noqa: E402
+
+FIT_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # address="local": a fresh instance even when another Ray runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _fit_bounded(trainer):
+    """fit() in a thread so a hang fails the test instead of blocking the session."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(result=trainer.fit()), daemon=True)
+    thread.start()
+    thread.join(FIT_TIMEOUT_S)
+    assert not thread.is_alive(), f"TorchTrainer.fit() did not finish within {FIT_TIMEOUT_S} s"
+    return out["result"]
+
+
+@pytest.mark.slow
+def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_config, demo_features, tmp_path):
+    fs = demo_features("pair")
+    ref = ray.put(fs)
+    config = {**train_config("pair", tmp_path / "unused", epochs=2, patience=0, log_every=1),
+              "tb_dir": str(tmp_path / "tb")}
+    run_config = RunConfig(name="train", storage_path=str(tmp_path / "storage"),
+                           checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="metric",
+                                                              checkpoint_score_order="max"))
+    trainer = build_trainer(config, ref, num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1},
+                            run_config=run_config)
+    result = _fit_bounded(trainer)
+    assert result.error is None
+    # V2's result.metrics are those of the latest checkpoint (an improving epoch).
+    assert {"epoch", "metric", "val_f1", "val_loss", "train_loss", "samples_per_s"} <= set(result.metrics)
+    checkpoint = result.get_best_checkpoint("metric", "max")
+    with checkpoint.as_directory() as path:
+        meta = read_meta(path)
+    assert meta["task"] == "pair" and meta["tokenizer"] == fs.meta["tokenizer"]
+    assert meta["epoch"] == result.metrics["epoch"]
+    assert not (tmp_path / "unused").exists(), "workers report to Ray, not to a local out_dir"
+
+    tb = EventAccumulator(str(tmp_path / "tb"))  # written by rank 0 only
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("val/f1")] == [1, 2]
+    # Each rank ran half the batches: ceil(rows / (2 workers * batch_size)) optimizer steps per epoch.
+    per_epoch = math.ceil(fs.features["train"].num_rows / (2 * config["training"]["batch_size"]))
+    assert [e.step for e in tb.Scalars("train/loss")] == list(range(1, 2 * per_epoch + 1))

@@ -1,0 +1,394 @@
+"""The one training loop: a Ray Train worker runs it, and so does ``python -m trainable.single``.
+
+``train_loop(config)`` takes the resolved ``TrainConfig`` as a plain dict plus two optional
+keys: ``features_ref`` ({"ref": ObjectRef of a FeatureSet}, wrapped so Ray does not resolve it
+into every trial's config) and ``tb_dir`` (TensorBoard directory, written by rank 0). Everything
+that differs between Ray and a plain process goes through ``trainable.session``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from data_prep.errors import UserError
+from data_prep.featureset import FeatureSet
+from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from trainable.batching import BucketBatchSampler, Collator, columns_from_table
+from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
+from trainable.config import PRIMARY_METRIC, TrainConfig, check_device, validate_train
+from trainable.evaluation import evaluate
+from trainable.losses import class_alpha
+from trainable.models import build_model
+from trainable.session import LocalSession, RaySession, Session
+from trainable.tensorboard import TBLogger, flat_hparams
+
+EXTRA_KEYS = ("features_ref", "tb_dir")
+
+
+# ---------------------------------------------------------------- setup
+
+
+def resolve_config(config: dict):
+    """The plain dict back into a typed, validated TrainConfig (extra keys set aside)."""
+    plain = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    validate_train(cfg)
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def choose_device(cfg, ray_worker: bool = False) -> torch.device:
+    """CUDA only when this process really sees one (Ray's get_device says cuda:0 on CPU nodes)."""
+    check_device(cfg.training)
+    if cfg.training.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if ray_worker:  # the GPU Ray assigned to this worker
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cuda")
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 on CUDA where supported, else fp16; off on CPU (CPU bf16 only when asked)."""
+    if mode == "off":
+        return None
+    if device.type == "cuda":
+        if mode in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if mode == "bf16":
+            raise UserError("training.amp=bf16: this GPU has no bf16 support; use training.amp=fp16 or off")
+        return torch.float16
+    return torch.bfloat16 if mode == "bf16" else None
+
+
+def default_session(cfg) -> Session:
+    """RaySession inside a Ray Train worker, else a LocalSession writing into out_dir."""
+    if "ray" in sys.modules:  # never import Ray just to find out we are not in it
+        import ray.train
+
+        try:
+            ray.train.get_context()
+            return RaySession(resume=cfg.resume)
+        except RuntimeError:
+            pass
+    return LocalSession(cfg.out_dir, resume=cfg.resume)
+
+
+def load_features(config: dict, cfg, verbose: bool) -> FeatureSet:
+    ref = config.get("features_ref")
+    if ref is not None:
+        import ray
+
+        return ray.get(ref["ref"] if isinstance(ref, dict) else ref)
+    from data_prep.pipeline import prepare_features
+
+    return prepare_features(cfg, verbose=verbose)
+
+
+def model_source(cfg, fs: FeatureSet) -> str:
+    """The encoder to load: the features' resolved model for tiny (its built dir), else model.name."""
+    return fs.meta["model"] if cfg.model.name == "tiny" else cfg.model.name
+
+
+def check_resume_task(cfg, resume: str) -> dict:
+    """The checkpoint exists, is complete and is of this task; returns its meta."""
+    meta = read_meta(resume)
+    if meta["task"] != cfg.task:
+        raise UserError(f"resume={resume} is a '{meta['task']}' checkpoint but task={cfg.task}; "
+                        f"resume with task={meta['task']} or start a fresh run without resume")
+    return meta
+
+
+def check_compatible(cfg, fs: FeatureSet, tokenizer_ident: dict, resume: str | None) -> None:
+    """Features, model and resume checkpoint must agree on the task and the tokenizer."""
+    feats = fs.meta["tokenizer"]
+    if fs.task != cfg.task:
+        raise UserError(f"the features are for task '{fs.task}' but task={cfg.task}; "
+                        "prepare features for this task")
+    if tokenizer_ident["fingerprint"] != feats["fingerprint"]:
+        raise UserError(
+            f"the features were built with the tokenizer of '{feats['name_or_path']}' but the model "
+            f"'{tokenizer_ident['name_or_path']}' has a different tokenizer (fingerprints differ); "
+            "rebuild the features with the model's tokenizer (python -m data_prep model.name=...)")
+    if resume is None:
+        return
+    meta = check_resume_task(cfg, resume)
+    if meta["tokenizer"]["fingerprint"] != feats["fingerprint"]:
+        raise UserError(
+            f"resume={resume} was trained on features from another tokenizer "
+            f"('{meta['tokenizer']['name_or_path']}') than the ones built now ('{feats['name_or_path']}'; "
+            "fingerprints differ): resume with the same model.name and data settings as that run "
+            "(see its train_config.yaml)")
+
+
+# ---------------------------------------------------------------- model and optimisation
+
+
+def wrap_model(model: torch.nn.Module, cfg, device: torch.device, world_size: int) -> torch.nn.Module:
+    """compile (before DDP, so DDP's hooks stay outside the graph), then DDP when distributed."""
+    model.to(device)
+    if cfg.training.compile:
+        # Backend failures surface at the first call; let dynamo fall back to eager there too.
+        torch._dynamo.config.suppress_errors = True
+        try:
+            model = torch.compile(model)
+        except Exception as e:  # noqa: BLE001 - any compile failure means eager, with a warning
+            warnings.warn(f"torch.compile failed ({e}); training eagerly", stacklevel=2)
+    if world_size > 1:
+        if device.type == "cuda":
+            import ray.train.torch
+
+            model = ray.train.torch.prepare_model(model)
+        else:  # prepare_model asserts CUDA when Ray assigned (logical) GPUs; gloo DDP on CPU
+            model = DistributedDataParallel(model)
+    return model
+
+
+def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and norms; fused kernels on CUDA."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "crf" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.training.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.training.lr, fused=device.type == "cuda" or None)
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def accumulate(model: torch.nn.Module, micro_batches: list[dict], scaler, autocast) -> torch.Tensor:
+    """Forward/backward over one accumulation window; returns the window's mean loss (detached).
+
+    Each loss is divided by the window length so the summed gradients equal one batch of the
+    window's size; DDP all-reduces only on the last micro-step (``no_sync`` elsewhere).
+    """
+    total = torch.zeros((), device=next(iter(micro_batches[0].values())).device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = nullcontext() if last or not isinstance(model, DistributedDataParallel) else model.no_sync()
+        with sync:
+            with autocast:
+                loss = model(**batch)["loss"] / len(micro_batches)
+            scaler.scale(loss).backward()
+        total += loss.detach()
+    return total
+
+
+def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm: float) -> None:
+    scaler.unscale_(optimizer)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
+def _windows(batches, size: int):
+    window = []
+    for batch in batches:
+        window.append(batch)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class Progress:
+    """The counters a checkpoint restores besides weights, optimizer and RNG states."""
+
+    epoch: int = -1  # last finished epoch (0-based)
+    best: float | None = None
+    bad_epochs: int = 0
+    step: int = 0
+
+
+@dataclass
+class Run:
+    """Everything one training run holds, built by ``setup``."""
+
+    cfg: Any
+    config: dict  # the plain TrainConfig dict (saved with checkpoints, logged as HParams)
+    session: Session
+    fs: FeatureSet
+    source: str  # the encoder's name or directory
+    tokenizer: Any
+    device: torch.device
+    autocast: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    sampler: BucketBatchSampler
+    collate: Collator
+    state: Progress
+
+
+def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> Run:
+    t = cfg.training
+    seed_everything(cfg.seed)
+    device = choose_device(cfg, ray_worker=isinstance(session, RaySession))
+    dtype = amp_dtype(t.amp, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    fs = features or load_features(config, cfg, verbose=session.is_main)
+    source = model_source(cfg, fs)
+    tokenizer = load_tokenizer(source)
+    resume = session.resume_checkpoint()
+    check_compatible(cfg, fs, tokenizer_identity(tokenizer), resume)
+
+    train = columns_from_table(fs.features["train"])
+    alpha = class_alpha(train.scalars["label"], 2) if cfg.task == "pair" else None
+    model = build_model(source, cfg.task, dropout=t.dropout, focal_gamma=t.focal_gamma, class_alpha=alpha,
+                        gradient_checkpointing=t.gradient_checkpointing)
+    if resume:
+        load_weights(model, resume)
+    model = wrap_model(model, cfg, device, session.world_size)
+    optimizer = make_optimizer(model, cfg, device)
+    sampler = BucketBatchSampler(train.lengths, t.batch_size, seed=cfg.seed, rank=session.rank,
+                                 world_size=session.world_size)
+    collate = Collator(train, fs.meta["tokenizer"]["pad_token_id"],
+                       pad_to_multiple_of=8 if device.type == "cuda" else 1)
+    total_steps = math.ceil(len(sampler) / t.grad_accum) * t.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = Progress()
+    if resume:
+        saved = load_training_state(resume)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        state = Progress(**saved["progress"])
+        set_rng_state(saved["rng"])  # last: building the model above drew from the RNGs
+    plain = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
+    return Run(cfg, plain, session, fs, source, tokenizer, device, autocast_context(device, dtype), model,
+               optimizer, scheduler, scaler, sampler, collate, state)
+
+
+def train_epoch(run: Run, epoch: int, tb: TBLogger, progress_bar: bool) -> dict[str, float]:
+    """One pass over this rank's batches; returns train_loss, samples_per_s, tokens_per_s."""
+    t, state = run.cfg.training, run.state
+    run.sampler.set_epoch(epoch)
+    run.model.train()
+    started = time.perf_counter()
+    samples = tokens = 0
+    losses: list[torch.Tensor] = []
+    logged = 0
+    batches = (to_device(run.collate(rows), run.device) for rows in run.sampler)
+    bar = tqdm(total=math.ceil(len(run.sampler) / t.grad_accum), desc=f"epoch {epoch + 1}/{t.epochs}",
+               leave=False, disable=not (progress_bar and run.session.is_main))
+    for window in _windows(batches, t.grad_accum):
+        losses.append(accumulate(run.model, window, run.scaler, run.autocast))
+        optimizer_step(run.model, run.optimizer, run.scheduler, run.scaler, t.max_grad_norm)
+        state.step += 1
+        samples += sum(len(b["input_ids"]) for b in window)
+        tokens += sum(int(b["attention_mask"].sum()) for b in window)
+        if state.step % t.log_every == 0:  # the only host sync for the loss
+            mean = torch.stack(losses[logged:]).mean().item()
+            logged = len(losses)
+            tb.train_step(state.step, mean, run.scheduler.get_last_lr()[0])
+            bar.set_postfix(loss=f"{mean:.4f}")
+        bar.update()
+    bar.close()
+    elapsed = time.perf_counter() - started
+    samples, tokens = _all_reduce_sum([samples, tokens], run.device, run.session.world_size)
+    train_loss = torch.stack(losses).mean().item() if losses else float("nan")
+    return {"train_loss": train_loss, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed}
+
+
+def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger) -> bool:
+    """Evaluate, report (with a checkpoint when the metric improved); True when patience ran out."""
+    cfg, state, session = run.cfg, run.state, run.session
+    result = evaluate(run.model, columns_from_table(run.fs.features["val"]), run.fs.examples["val"], cfg,
+                      device=run.device, autocast=run.autocast,
+                      pad_token_id=run.fs.meta["tokenizer"]["pad_token_id"], rank=session.rank,
+                      world_size=session.world_size)
+    metric = result.scalars[PRIMARY_METRIC[cfg.task]]
+    improved = state.best is None or metric > state.best
+    state.epoch = epoch
+    state.best = metric if improved else state.best
+    state.bad_epochs = 0 if improved else state.bad_epochs + 1
+    report = {"epoch": epoch + 1, "metric": metric, "best_metric": state.best,
+              **{f"val_{k}": v for k, v in result.scalars.items()}, "val_loss": result.loss,
+              "lr": run.scheduler.get_last_lr()[0], **train_stats}
+    tb.epoch(epoch + 1, report, state.best)
+    if improved and session.is_main:
+        with tempfile.TemporaryDirectory(prefix="trainable-ckpt-") as tmp:
+            save_run_checkpoint(run, tmp, metric)
+            session.report(report, tmp)
+    else:
+        session.report(report)
+    patience = cfg.training.patience
+    return bool(patience) and state.bad_epochs >= patience
+
+
+def save_run_checkpoint(run: Run, path: str, metric: float) -> None:
+    training_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                      "scaler": run.scaler.state_dict(), "progress": asdict(run.state)}
+    meta = {"task": run.cfg.task, "tokenizer": run.fs.meta["tokenizer"], "model": run.source,
+            "epoch": run.state.epoch + 1, "metric_name": PRIMARY_METRIC[run.cfg.task], "metric": metric}
+    save_checkpoint(path, model=run.model, tokenizer=run.tokenizer, config=run.config, meta=meta,
+                    training_state=training_state)
+
+
+def _all_reduce_sum(values: list[float], device: torch.device, world_size: int) -> list[float]:
+    if world_size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def train_loop(config: dict, session: Session | None = None, progress_bar: bool = False,
+               features: FeatureSet | None = None) -> None:
+    """Train, evaluate every epoch, report, checkpoint on improvement, stop early on patience.
+
+    ``session`` defaults to Ray's inside a Ray Train worker, else a LocalSession on out_dir;
+    ``features`` (already loaded) skips ``features_ref`` / prepare_features.
+    """
+    cfg = resolve_config(config)
+    session = session or default_session(cfg)
+    run = setup(cfg, config, session, features)
+    tb = TBLogger(config.get("tb_dir") if session.is_main else None, flat_hparams(run.config))
+    try:
+        for epoch in range(run.state.epoch + 1, run.cfg.training.epochs):
+            stats = train_epoch(run, epoch, tb, progress_bar)
+            if end_epoch(run, epoch, stats, tb):
+                break
+    finally:
+        tb.close()

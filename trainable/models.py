@@ -1,0 +1,123 @@
+"""A Hugging Face encoder with one head per task (span, span_crf, pair).
+
+The head computes its loss in float32 (outside autocast's low precision) so bf16/fp16 runs
+stay stable; ``forward`` returns a dict so DDP and torch.compile see one module.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+from data_prep.errors import UserError
+from trainable.crf import CRF
+from trainable.losses import focal_loss
+
+# Dropout attribute names across encoder families (BERT/RoBERTa/DeBERTa, DistilBERT, ...).
+HIDDEN_DROPOUT = ("hidden_dropout_prob", "dropout")
+ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
+NUM_OUTPUTS = {"span": 2, "span_crf": 3, "pair": 2}
+
+
+def encoder_config(name_or_dir: str, dropout: float | None = None) -> PretrainedConfig:
+    """The encoder's HF config, with the dropout override applied."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_dir)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"model '{name_or_dir}' was not found: it is not a local directory and it could not be "
+            f"fetched from the Hugging Face hub (offline, or no such model; {str(e).splitlines()[0]}). "
+            "Point model.name at a local directory holding config.json, the weights and the "
+            "tokenizer files (e.g. one written by save_pretrained), download it while online, "
+            "or use model.name=tiny."
+        ) from None
+    if dropout is not None:
+        for name in HIDDEN_DROPOUT + ATTENTION_DROPOUT:
+            if hasattr(config, name):
+                setattr(config, name, dropout)
+    return config
+
+
+def _load_encoder(name_or_dir: str, config: PretrainedConfig, pretrained: bool) -> nn.Module:
+    """SDPA attention where the architecture supports it, else its default attention."""
+    try:
+        encoder = _from(name_or_dir, config, pretrained, attn_implementation="sdpa")
+    except (ValueError, ImportError) as e:
+        warnings.warn(f"SDPA attention unavailable for {config.model_type} ({e}); using the default",
+                      stacklevel=2)
+        encoder = _from(name_or_dir, config, pretrained)
+    if getattr(encoder, "pooler", None) is not None:
+        # No head uses the pooler (pair reads the [CLS] hidden state); parameters without a
+        # gradient would make DDP fail ("did not receive grad"), so drop it.
+        encoder.pooler = None
+    return encoder
+
+
+def _from(name_or_dir: str, config: PretrainedConfig, pretrained: bool, **kwargs) -> nn.Module:
+    if pretrained:
+        return AutoModel.from_pretrained(name_or_dir, config=config, **kwargs)
+    return AutoModel.from_config(config, **kwargs)
+
+
+class TaskModel(nn.Module):
+    """Encoder + the task's head. ``forward(**batch)`` -> {"loss", and the head's outputs}."""
+
+    def __init__(self, encoder: nn.Module, task: str, focal_gamma: float = 2.0,
+                 class_alpha: torch.Tensor | None = None):
+        super().__init__()
+        self.task, self.focal_gamma = task, focal_gamma
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        p = next((getattr(encoder.config, n) for n in HIDDEN_DROPOUT if hasattr(encoder.config, n)), 0.1)
+        self.dropout = nn.Dropout(p if isinstance(p, float) else 0.1)
+        self.head = nn.Linear(hidden, NUM_OUTPUTS[task])
+        self.crf = CRF(3) if task == "span_crf" else None
+        alpha = class_alpha if class_alpha is not None else torch.full((2,), 0.5)
+        self.register_buffer("class_alpha", alpha.float().clone())
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, start_positions=None,
+                end_positions=None, tags=None, label=None) -> dict[str, torch.Tensor]:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        hidden = self.dropout(hidden)
+        if self.task == "pair":
+            logits = self.head(hidden[:, 0]).float()
+            out = {"logits": logits}
+            if label is not None:
+                out["loss"] = focal_loss(logits, label, self.class_alpha, self.focal_gamma)
+            return out
+        scores = self.head(hidden).float()
+        if self.task == "span_crf":
+            out = {"emissions": scores}
+            if tags is not None:
+                mask = tags != -100
+                out["loss"] = -self.crf.log_likelihood(scores, tags, mask).mean()
+            return out
+        pad = attention_mask == 0
+        start = scores[..., 0].masked_fill(pad, -1e4)
+        end = scores[..., 1].masked_fill(pad, -1e4)
+        out = {"start_logits": start, "end_logits": end}
+        if start_positions is not None:
+            ce = nn.functional.cross_entropy
+            out["loss"] = (ce(start, start_positions) + ce(end, end_positions)) / 2
+        return out
+
+
+def build_model(name_or_dir: str, task: str, *, dropout: float | None = None, focal_gamma: float = 2.0,
+                class_alpha: torch.Tensor | None = None, gradient_checkpointing: bool = False,
+                pretrained: bool = True) -> TaskModel:
+    """The task model on ``name_or_dir``'s encoder (``pretrained=False``: same shapes, random
+    weights, for loading a checkpoint's state dict)."""
+    config = encoder_config(name_or_dir, dropout)
+    try:
+        encoder = _load_encoder(name_or_dir, config, pretrained)
+    except OSError as e:
+        raise UserError(f"model '{name_or_dir}': could not load the weights ({str(e).splitlines()[0]}). "
+                        "Point model.name at a directory with config.json and model weights, "
+                        "or use model.name=tiny.") from None
+    if gradient_checkpointing:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return TaskModel(encoder, task, focal_gamma, class_alpha)

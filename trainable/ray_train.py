@@ -1,0 +1,47 @@
+"""The Ray side of a training run: a ``TorchTrainer`` whose workers run ``train_loop``.
+
+The sweep builds one of these per trial; the features travel as an object-store reference
+wrapped in a dict ({"ref": ref}) so Ray hands the reference, not the data, to each worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.train
+import torch
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from trainable.loop import train_loop
+
+
+def build_trainer(
+    config: dict,
+    features_ref: Any,
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    resources_per_worker: dict | None = None,
+    run_config: ray.train.RunConfig | None = None,
+) -> TorchTrainer:
+    """A TorchTrainer running ``train_loop(config)`` on ``num_workers`` workers.
+
+    ``config``: the resolved TrainConfig as a plain dict (``OmegaConf.to_container``), plus an
+    optional ``tb_dir`` where rank 0 writes TensorBoard files. ``features_ref``: an ObjectRef of
+    the FeatureSet (``ray.put(prepare_features(cfg))``), or None to let each worker prepare the
+    features itself from the cache. The DDP backend is nccl when the workers get GPUs and torch
+    has NCCL, else gloo (also for logical GPUs on CPU machines, where nccl cannot start).
+    ``run_config`` carries storage, checkpoint retention and callbacks; for a trial inside a
+    sweep it should put the run under the trial's storage path (see shared RAY-NOTES).
+    """
+    loop_config = dict(config)
+    if features_ref is not None:
+        loop_config["features_ref"] = {"ref": features_ref}
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources_per_worker),
+        torch_config=TorchConfig(backend="nccl" if use_gpu and torch.distributed.is_nccl_available() else "gloo"),
+        run_config=run_config,
+    )

@@ -1,0 +1,96 @@
+"""Where the loop reports to: Ray Train in a worker, plain files when run alone.
+
+The loop only knows this interface, which is what lets the same code run under a
+``TorchTrainer`` and in ``python -m trainable.single``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        """Record one epoch's metrics; ``checkpoint_dir`` (a finished directory) is kept as the best."""
+
+    def resume_checkpoint(self) -> str | None:
+        """A checkpoint directory to continue from, or None for a fresh run."""
+
+
+class LocalSession:
+    """One process: metrics appended to ``metrics.json``, the best checkpoint at ``checkpoint/``."""
+
+    rank = 0
+    world_size = 1
+    is_main = True
+
+    def __init__(self, out_dir: str | Path, resume: str | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._resume = resume
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / METRICS_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        history = json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else []
+        history = [m for m in history if m.get("epoch") != metrics.get("epoch")]  # a resumed epoch
+        history.append(metrics)
+        self.metrics_path.write_text(json.dumps(history, indent=1))
+        if checkpoint_dir is not None and Path(checkpoint_dir).resolve() != self.checkpoint_path.resolve():
+            # Copy then swap, so a crash never leaves the run without a complete best checkpoint.
+            tmp = self.out_dir / (CHECKPOINT_DIR + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, tmp)
+            shutil.rmtree(self.checkpoint_path, ignore_errors=True)
+            tmp.rename(self.checkpoint_path)
+
+    def resume_checkpoint(self) -> str | None:
+        return self._resume
+
+
+class RaySession:
+    """A Ray Train worker: rank 0 attaches the checkpoint, the others report metrics only."""
+
+    def __init__(self, resume: str | None = None):
+        import ray.train
+
+        self._resume = resume
+        self._train = ray.train
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        checkpoint = None
+        if checkpoint_dir is not None and self.is_main:
+            checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir)
+        self._train.report(metrics, checkpoint=checkpoint)
+
+    def resume_checkpoint(self) -> str | None:
+        checkpoint = self._train.get_checkpoint()  # Ray's own (a restarted worker group) wins
+        if checkpoint is None:
+            return self._resume
+        # A local copy: checkpoints may live on remote storage.
+        return checkpoint.to_directory()

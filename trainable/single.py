@@ -1,0 +1,72 @@
+"""``python -m trainable.single``: one training run on this machine, no Ray.
+
+Leaves in ``out_dir``: config.yaml, metrics.json (one entry per epoch), checkpoint/ (the best
+epoch), test_metrics.json (that checkpoint on the test split) and tb/ (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from data_prep.cli import parse_config, run_cli, save_config
+from data_prep.errors import UserError
+from data_prep.pipeline import prepare_features
+from trainable.batching import columns_from_table
+from trainable.checkpoint import load_model
+from trainable.config import PRIMARY_METRIC, TrainConfig, validate_train
+from trainable.evaluation import evaluate
+from trainable.loop import amp_dtype, autocast_context, check_resume_task, choose_device, train_loop
+from trainable.session import LocalSession
+
+DESCRIPTION = """
+Train one model (task span | span_crf | pair) on one device and evaluate its best checkpoint on
+the test split. Defaults: the synthetic demo corpus and the offline tiny model, on CPU in a
+few minutes. Real data: data.name=redsm5 data.dir=DIR model.name=SpanBERT/spanbert-base-cased
+training.lr=3e-5. Resume an interrupted run with resume=OUT_DIR/checkpoint.
+"""
+TEST_METRICS = "test_metrics.json"
+
+
+def run(cfg) -> dict:
+    """Train, then score the best checkpoint on test; returns the test metrics."""
+    validate_train(cfg)
+    if cfg.resume:
+        check_resume_task(cfg, cfg.resume)  # a missing, incomplete or other-task checkpoint fails now
+    out = Path(cfg.out_dir)
+    save_config(cfg, out)
+    fs = prepare_features(cfg)
+    session = LocalSession(out, resume=cfg.resume)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    train_loop({**config, "tb_dir": str(out / "tb")}, session=session, progress_bar=True, features=fs)
+    if not session.checkpoint_path.is_dir():
+        raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
+                        "training.epochs already reached by the resumed checkpoint?)")
+    return test_best(cfg, fs, session.checkpoint_path, out)
+
+
+def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:
+    device = choose_device(cfg)
+    model, meta, _ = load_model(checkpoint, device)
+    autocast = autocast_context(device, amp_dtype(cfg.training.amp, device))
+    result = evaluate(model, columns_from_table(fs.features["test"]), fs.examples["test"], cfg,
+                      device=device, autocast=autocast, pad_token_id=fs.meta["tokenizer"]["pad_token_id"])
+    metrics = {"checkpoint_epoch": meta["epoch"], "loss": result.loss, **result.metrics}
+    (out / TEST_METRICS).write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def main(argv: list[str]) -> None:
+    cfg = parse_config(TrainConfig, argv, "trainable.single", DESCRIPTION)
+    metrics = run(cfg)
+    history = json.loads((Path(cfg.out_dir) / "metrics.json").read_text())
+    best = max(history, key=lambda m: m["metric"])
+    primary = PRIMARY_METRIC[cfg.task]
+    print(f"best epoch {best['epoch']}: val {primary} {best['metric']:.4f}; "
+          f"test {primary} {metrics[primary]:.4f}; outputs in {cfg.out_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
