@@ -53,7 +53,12 @@ class FeaturesConfig:
     doc_stride: int = doc("tokens shared by consecutive windows of a long post", 64)
     question_mode: str = doc("span question: criterion | symptom | empty", "criterion")
     no_answer_ratio: float = doc(
-        "no-answer (post, symptom) examples kept per answerable one in train; -1 keeps all", 1.0
+        "no-answer (post, symptom) examples kept per answerable one in train (hard negatives, i.e. "
+        "symptoms annotated with status 0 in the post, first); -1 keeps all",
+        1.0,
+    )
+    eval_no_answer_ratio: float = doc(
+        "the same for val and test; -1 keeps all (the corpus' own, mostly no-answer, distribution)", 1.0
     )
 
 
@@ -113,5 +118,7 @@ def validate_prep(cfg) -> None:
             "features.doc_stride",
             f"must be >= 0 and below features.max_length ({f.max_length}); got {f.doc_stride}",
         )
-    if f.no_answer_ratio < 0 and f.no_answer_ratio != -1:
-        raise ConfigError("features.no_answer_ratio", f"must be >= 0 or -1 (all); got {f.no_answer_ratio}")
+    for key in ("no_answer_ratio", "eval_no_answer_ratio"):
+        value = getattr(f, key)
+        if value < 0 and value != -1:
+            raise ConfigError(f"features.{key}", f"must be >= 0 or -1 (all); got {value}")

@@ -74,11 +74,16 @@ def pair_examples(annotations: Sequence[Annotation]) -> list[PairExample]:
     ]
 
 
-def keep_no_answer(examples: list[QAExample], ratio: float, seed: int) -> list[QAExample]:
-    """All answerable examples plus ``round(ratio * n_answerable)`` seeded no-answer ones, in order.
+def keep_no_answer(
+    examples: list[QAExample], ratio: float, seed: int, prefer: set[str] = frozenset()
+) -> list[QAExample]:
+    """All answerable examples plus ``round(ratio * n_answerable)`` no-answer ones, in order.
 
     ReDSM5 has ~9 no-answer (post, symptom) pairs per answerable one; training on all of them
-    teaches the model to always abstain, so the train split is subsampled (ratio -1 keeps all).
+    teaches the model to always abstain, and scoring on all of them lets "always abstain" win,
+    so splits are subsampled (ratio -1 keeps all). No-answer examples whose id is in ``prefer``
+    (hard negatives: the post was annotated for the symptom, status 0) are kept first; the rest
+    is a seeded sample.
     """
     if ratio == -1:
         return list(examples)
@@ -86,5 +91,9 @@ def keep_no_answer(examples: list[QAExample], ratio: float, seed: int) -> list[Q
         raise ConfigError("features.no_answer_ratio", f"must be >= 0 or -1 (all); got {ratio}")
     no_answer = [i for i, ex in enumerate(examples) if not ex.answers]
     n_keep = min(len(no_answer), round(ratio * (len(examples) - len(no_answer))))
-    kept = set(random.Random(seed).sample(no_answer, n_keep))
+    rng = random.Random(seed)
+    hard = [i for i in no_answer if examples[i].example_id in prefer]
+    easy = [i for i in no_answer if examples[i].example_id not in prefer]
+    kept = set(rng.sample(hard, min(n_keep, len(hard))))
+    kept |= set(rng.sample(easy, n_keep - len(kept)))
     return [ex for i, ex in enumerate(examples) if ex.answers or i in kept]

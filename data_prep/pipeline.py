@@ -99,7 +99,9 @@ def _redsm5_source(cfg: Any, corpus: Corpus) -> Source:
         examples = _by_split(pair_examples(corpus.annotations), manifest)
     else:
         examples = _by_split(span_examples(posts, alignments, cfg.features.question_mode), manifest)
-        examples["train"] = _keep_no_answer(examples["train"], cfg, report)
+        hard = {f"{a.post_id}/{a.symptom}" for a in corpus.annotations if a.status == 0}
+        for split in SPLITS:
+            examples[split] = _keep_no_answer(examples[split], split, cfg, hard, report)
     files = sorted(Path(corpus.source).glob("redsm5_*"))
     return Source(examples, list(posts.values()), files, report, manifest)
 
@@ -132,11 +134,13 @@ def _by_split(examples: Sequence[QAExample | PairExample], manifest: Mapping[str
     return out
 
 
-def _keep_no_answer(train: list[QAExample], cfg: Any, report: DataReport) -> list[QAExample]:
-    kept = keep_no_answer(train, cfg.features.no_answer_ratio, cfg.data.split_seed)
-    dropped = len(train) - len(kept)
-    if dropped:
-        report.counts["train_no_answer_subsampled_out"] = dropped
+def _keep_no_answer(examples: list[QAExample], split: str, cfg: Any, hard: set[str],
+                    report: DataReport) -> list[QAExample]:
+    f = cfg.features
+    ratio = f.no_answer_ratio if split == "train" else f.eval_no_answer_ratio
+    kept = keep_no_answer(examples, ratio, cfg.data.split_seed, prefer=hard)
+    if len(kept) < len(examples):
+        report.counts[f"{split}_no_answer_left_out"] = len(examples) - len(kept)
     return kept
 
 

@@ -313,6 +313,16 @@ def test_keep_no_answer_is_seeded_and_respects_ratio():
         keep_no_answer(examples, -0.5, seed=3)
 
 
+def test_keep_no_answer_keeps_hard_negatives_first():
+    examples = _qa(200, 10)
+    no_answer = [e.example_id for e in examples if not e.answers]
+    hard = set(no_answer[:15])
+    kept = {e.example_id for e in keep_no_answer(examples, 1.0, seed=3, prefer=hard) if not e.answers}
+    assert len(kept) == 20 and hard <= kept  # all 15 hard ones, then 5 sampled easy ones
+    fewer = {e.example_id for e in keep_no_answer(examples, 0.5, seed=3, prefer=hard) if not e.answers}
+    assert len(fewer) == 10 and fewer <= hard
+
+
 def test_progress_bar_only_for_large_inputs(tok, capsys):
     annotations = [al.annotation for al in ALIGNMENTS]
     featurize_pair(pair_examples(annotations * 5), tok, 64)
