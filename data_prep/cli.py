@@ -21,17 +21,17 @@ from data_prep.errors import ConfigError, UserError
 CONFIG_FILE = "config.yaml"
 
 
-def _help_lines(schema: type, prefix: str = "") -> list[str]:
+def _help_lines(node: Any, prefix: str = "") -> list[str]:
+    """One line per key with the default in force (a subclass may change a section's defaults)."""
+    node = node() if isinstance(node, type) else node
     lines = []
-    for f in dataclasses.fields(schema):
-        key = prefix + f.name
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
+    for f in dataclasses.fields(node):
+        key, value = prefix + f.name, getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
             lines.append(f"  {key}.*  ({f.metadata.get('help', '')})")
-            lines += _help_lines(type(default), key + ".")
+            lines += _help_lines(value, key + ".")
         else:
-            shown = "???" if default is dataclasses.MISSING else default
-            lines.append(f"  {key}={shown}\n      {f.metadata.get('help', '')}")
+            lines.append(f"  {key}={value}\n      {f.metadata.get('help', '')}")
     return lines
 
 

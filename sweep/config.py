@@ -1,0 +1,161 @@
+"""Typed config of a sweep: a training config plus the search, its budget and its resources.
+
+``SweepConfig`` extends ``TrainConfig`` so one ``config.yaml`` names the data, features, model,
+the training defaults every trial starts from, and the sweep around them. Defaults give a sweep
+on the demo corpus with the tiny model that finishes in a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from data_prep.config import DataConfig, FeaturesConfig, doc
+from data_prep.errors import ConfigError
+from trainable.config import TrainConfig, TrainingConfig, validate_train
+
+SCHEDULERS = ("asha", "fifo")
+REAL_DATASETS = ("redsm5", "squad_v2")
+DEFAULT_RETRAIN_SEEDS = 3
+
+
+@dataclass
+class SweepSection:
+    num_samples: int = doc("trials in the (first stage of the) search", 6)
+    scheduler: str = doc("asha (stop weak trials at rungs) | fifo (run every trial to the end)", "asha")
+    grace_period: int = doc("ASHA: epochs every trial runs before it can be stopped", 1)
+    reduction_factor: int = doc("ASHA: 1/reduction_factor of the trials go on at each rung", 2)
+    max_concurrent: int | None = doc(
+        "trials at once; default: as many worker groups as the cluster holds (set it on an "
+        "autoscaling cluster whose nodes are not up yet: this also skips the fit check)", None)
+    workers_per_trial: int = doc("Ray Train workers (DDP ranks) per trial", 1)
+    cpus_per_worker: float = doc("CPUs reserved per worker", 1.0)
+    gpus_per_worker: float = doc("GPUs per worker; fractions (0.5, 0.25) let small trials share a GPU", 0.0)
+    max_failures: int = doc("times a raising trial is retried from its last checkpoint before it errors", 2)
+    startup_trials: int | None = doc(
+        "random trials before TPE models the results (default: about a third of num_samples, 2..10)", None)
+    two_stage: bool | None = doc(
+        "after the search, a narrowed second stage around the top_k configs "
+        "(default: on for redsm5/squad_v2, off for demo)", None)
+    top_k: int = doc("two-stage: configs of stage 1 the stage-2 space is narrowed around", 3)
+    stage2_samples: int = doc("two-stage: trials in stage 2", 4)
+    retrain_seeds: int | None = doc(
+        f"retrain the best config with this many seeds and report mean +- std "
+        f"(default: {DEFAULT_RETRAIN_SEEDS} for redsm5/squad_v2, 0 for demo)", None)
+    final_test: bool = doc("evaluate the best checkpoint on the test split once, after the search", True)
+    space_file: str | None = doc("YAML search space replacing the built-in sweep/spaces/<task>.yaml", None)
+    space: dict[str, Any] = doc(
+        "overrides of the search space, by dotted key: sweep.space.training.lr.high=1e-2, "
+        "sweep.space.features.max_length=[64,128], sweep.space.training.dropout=null (not searched)",
+        factory=dict)
+    verbose: int = doc("Tune's progress output: 0 silent, 1 status tables", 1)
+
+
+def _demo_data() -> DataConfig:
+    return DataConfig(demo_posts=200)
+
+
+def _short_features() -> FeaturesConfig:
+    return FeaturesConfig(max_length=128, doc_stride=32)
+
+
+def _short_training() -> TrainingConfig:
+    return TrainingConfig(epochs=4, patience=2)
+
+
+@dataclass
+class SweepConfig(TrainConfig):
+    out_dir: str = doc("run directory: Tune's trials, summary.json, trials.parquet, plots, best_checkpoint",
+                       "runs/sweep")
+    data: DataConfig = doc("data source", factory=_demo_data)
+    features: FeaturesConfig = doc("tokenization settings (the space may vary them)", factory=_short_features)
+    training: TrainingConfig = doc("training settings every trial starts from", factory=_short_training)
+    resume: str | None = doc("continue an interrupted sweep: its run directory, or true for out_dir", None)
+    sweep: SweepSection = doc("search, budget and trial resources", factory=SweepSection)
+
+
+def is_real_run(cfg: Any) -> bool:
+    return cfg.data.name in REAL_DATASETS
+
+
+def two_stage_on(cfg: Any) -> bool:
+    return is_real_run(cfg) if cfg.sweep.two_stage is None else bool(cfg.sweep.two_stage)
+
+
+def retrain_seed_count(cfg: Any) -> int:
+    if cfg.sweep.retrain_seeds is None:
+        return DEFAULT_RETRAIN_SEEDS if is_real_run(cfg) else 0
+    return cfg.sweep.retrain_seeds
+
+
+def startup_trials(cfg: Any) -> int:
+    if cfg.sweep.startup_trials is not None:
+        return cfg.sweep.startup_trials
+    return min(10, max(2, cfg.sweep.num_samples // 3))
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise ConfigError(key, f"must be at least {low}; got {value}")
+
+
+def validate_sweep(cfg: Any) -> None:
+    """Checks of the sweep section (the space is checked by ``sweep.space``)."""
+    validate_train(cfg, check_hardware=False)
+    s = cfg.sweep
+    if s.scheduler not in SCHEDULERS:
+        raise ConfigError("sweep.scheduler", f"must be one of {', '.join(SCHEDULERS)}; got {s.scheduler!r}")
+    for key in ("num_samples", "grace_period", "workers_per_trial", "top_k", "stage2_samples"):
+        _at_least(f"sweep.{key}", getattr(s, key), 1)
+    _at_least("sweep.reduction_factor", s.reduction_factor, 2)
+    _at_least("sweep.max_failures", s.max_failures, 0)
+    for key in ("max_concurrent",):
+        if getattr(s, key) is not None:
+            _at_least(f"sweep.{key}", getattr(s, key), 1)
+    for key in ("retrain_seeds", "startup_trials"):
+        if getattr(s, key) is not None:
+            _at_least(f"sweep.{key}", getattr(s, key), 0)
+    if not s.cpus_per_worker > 0:
+        raise ConfigError("sweep.cpus_per_worker", f"must be > 0; got {s.cpus_per_worker}")
+    gpus = s.gpus_per_worker
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError("sweep.gpus_per_worker",
+                          f"must be a fraction in [0, 1] or a whole number; got {gpus}")
+    if gpus > 0 and cfg.training.device == "cpu":
+        raise ConfigError("training.device", "is cpu but sweep.gpus_per_worker > 0 reserves GPUs; "
+                                             "use training.device=auto or sweep.gpus_per_worker=0")
+    if two_stage_on(cfg) and s.top_k > s.num_samples:
+        raise ConfigError("sweep.top_k",
+                          f"must not exceed sweep.num_samples ({s.num_samples}); got {s.top_k}")
+    if s.space_file is not None and not Path(s.space_file).is_file():
+        raise ConfigError("sweep.space_file", f"no such file: {s.space_file}")
+
+
+def train_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved ``TrainConfig`` part of a sweep config, as the train loop takes it."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    keys = set(OmegaConf.structured(TrainConfig).keys())
+    out = {k: v for k, v in full.items() if k in keys}
+    out["resume"] = None  # the sweep's resume is the run dir; a trial resumes through Ray Train
+    return out
+
+
+def leaf_diff(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two configs (for resume consistency)."""
+    fa = _flatten(OmegaConf.to_container(a, resolve=True))
+    fb = _flatten(OmegaConf.to_container(b, resolve=True))
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+

@@ -1,0 +1,403 @@
+"""``python -m sweep.run``: an Optuna (TPE) + ASHA sweep over Ray Train trials, resumable.
+
+The controller checks the whole config and space, connects to Ray, checks the cluster can hold
+a trial, prepares and shares every feature variant once, then runs the search (and, when on, a
+narrowed second stage, a multi-seed retrain of the best config and one test evaluation of the
+best checkpoint). Each stage is a Tune experiment under the run directory, so an interrupted
+sweep continues with ``resume=true``: finished trials stay finished.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from data_prep.cli import parse_config, run_cli, save_config
+from data_prep.errors import ConfigError
+from sweep.config import (
+    SweepConfig,
+    leaf_diff,
+    retrain_seed_count,
+    startup_trials,
+    train_dict,
+    two_stage_on,
+    validate_sweep,
+)
+from sweep.driver import DRIVER_RESOURCES, driver, trial_config
+from sweep.resources import TrialResources, cluster_plan, connect
+from sweep.space import (
+    METRIC,
+    MODE,
+    apply_params,
+    check_space,
+    describe,
+    feature_variants,
+    make_searcher,
+    max_epochs,
+    narrow,
+    nested_space,
+    resolve_space,
+    to_distributions,
+    variant_key,
+)
+from sweep.summary import (
+    RETRAIN,
+    SPACE_FILE,
+    STOPS_FILE,
+    TEST_FILE,
+    best_checkpoint_of,
+    best_trial,
+    load_trials,
+    run_config,
+    trial_states,
+)
+
+DESCRIPTION = """
+Search hyper-parameters of one task (span | span_crf | pair) with Optuna's seeded TPE and ASHA
+early stopping, each trial a Ray Train run. Defaults: the demo corpus, the tiny model and a
+6-trial sweep that finishes in a few minutes on 2 CPU cores. The search space is
+sweep/spaces/<task>.yaml, overridable key by key (sweep.space.training.lr.high=1e-2). Connects to
+the cluster in RAY_ADDRESS, else starts a local Ray. Resume an interrupted sweep with resume=true
+(its out_dir) or resume=RUN_DIR. Leaves in out_dir: config.yaml, summary.json, trials.parquet,
+plots, best_checkpoint/ and the Tune experiments (tensorboard --logdir out_dir shows every trial).
+"""
+STAGE1, STAGE2 = "search", "stage2"
+TIMINGS_FILE = "timings.json"
+STAGE2_SPACE_FILE = "stage2_space.json"
+
+
+# ---------------------------------------------------------------- config
+
+
+def load_config(argv: list[str]):
+    """The validated config (the saved one when resuming) and its search space."""
+    cfg = parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION)
+    if cfg.resume:
+        cfg = resumed_config(cfg)
+    elif (Path(cfg.out_dir) / STAGE1).exists():
+        raise ConfigError("out_dir", f"{cfg.out_dir} already holds a sweep; continue it with resume=true, "
+                                     "or give a new out_dir")
+    validate_sweep(cfg)
+    space = resolve_space(cfg)
+    dists = to_distributions(space, cfg)
+    check_space(cfg, dists)
+    cfg.sweep.space = nested_space(resolve_space(cfg, keep_removed=True))  # config.yaml: the space in force
+    return cfg, dists
+
+
+def resumed_config(cfg):
+    """The run's saved config; an override that contradicts it is an error, not a silent change."""
+    run_dir = Path(cfg.out_dir if str(cfg.resume).lower() in ("true", "yes", "1") else cfg.resume)
+    saved = run_config(run_dir)
+    overridden = set(leaf_diff(cfg, OmegaConf.structured(SweepConfig)))
+    ignore = ("resume", "out_dir", "sweep.space.")
+    conflicts = {k: v for k, v in leaf_diff(cfg, saved).items()
+                 if k in overridden and not k.startswith(ignore)}
+    if cfg.sweep.space and resolve_space(cfg) != resolve_space(saved):
+        conflicts["sweep.space"] = ("your overrides", "the saved space")
+    if conflicts:
+        key, (given, was) = next(iter(conflicts.items()))
+        raise ConfigError(key, f"the sweep in {run_dir} was started with {was!r}, you gave {given!r}; "
+                               "resume with the same settings (or none), or start a new out_dir")
+    saved.resume = str(run_dir)
+    saved.out_dir = str(run_dir)
+    return saved
+
+
+# ---------------------------------------------------------------- features
+
+
+@dataclass
+class Shared:
+    refs: dict[str, Any]
+    prepare_s: float = 0.0
+    put_s: float = 0.0
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def share_features(cfg, variants: list[dict[str, Any]]) -> Shared:
+    """Prepare each feature variant once (through data_prep's cache) and put it in the object store."""
+    import ray
+
+    from data_prep.pipeline import prepare_features
+
+    shared = Shared(refs={})
+    for variant in variants:
+        started = time.perf_counter()
+        try:
+            fs = prepare_features(apply_params(cfg, variant), verbose=False)
+        except ConfigError as e:
+            if not e.key.startswith("features.") or not variant:
+                raise
+            shown = ", ".join(f"{k}={v}" for k, v in variant.items())
+            raise ConfigError(f"sweep.space.{e.key}", f"the space can propose {shown}, which fails: {e}. "
+                                                      "Narrow the space so every value works") from None
+        shared.prepare_s += time.perf_counter() - started
+        started = time.perf_counter()
+        name = variant_key(variant)
+        shared.refs[name] = ray.put(fs)
+        shared.put_s += time.perf_counter() - started
+        shared.sizes[name] = sum(t.nbytes for t in fs.features.values())
+    return shared
+
+
+# ---------------------------------------------------------------- Tune pieces
+
+
+def _recording_asha():
+    """ASHA that appends each of its stop decisions to the run dir, so summaries can say "asha"."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def __init__(self, log_path: str, experiment: str, **kwargs):
+            super().__init__(**kwargs)
+            self.log_path, self.experiment = log_path, experiment
+
+        def on_trial_result(self, tune_controller, trial, result):
+            action = super().on_trial_result(tune_controller, trial, result)
+            if action == TrialScheduler.STOP:
+                entry = {"experiment": self.experiment, "trial_id": trial.trial_id,
+                         "epoch": result.get("epoch")}
+                with open(self.log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(entry) + "\n")
+            return action
+
+    return RecordingASHA
+
+
+def make_scheduler(cfg, run_dir: Path, experiment: str, max_t: int):
+    from ray.tune.schedulers import FIFOScheduler
+
+    if cfg.sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    return _recording_asha()(str(run_dir / STOPS_FILE), experiment, time_attr="epoch", metric=METRIC,
+                             mode=MODE, max_t=max_t, grace_period=cfg.sweep.grace_period,
+                             reduction_factor=cfg.sweep.reduction_factor)
+
+
+def _first_result_callback(run_dir: Path):
+    from ray.tune import Callback
+
+    class FirstResult(Callback):
+        """Records when the first trial result arrived (for the benchmark and the log)."""
+
+        seen = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not self.seen:
+                self.seen = True
+                update_timings(run_dir, first_result_at=time.time(), keep=True)
+
+    return FirstResult()
+
+
+def update_timings(run_dir: Path, keep: bool = False, **values: float) -> None:
+    path = run_dir / TIMINGS_FILE
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    for k, v in values.items():
+        if not (keep and k in timings):
+            timings[k] = v
+    path.write_text(json.dumps(timings, indent=1))
+
+
+def trainable_for(cfg, shared: Shared):
+    from ray import tune
+
+    req = TrialResources.from_config(cfg)
+    setup = {"base": OmegaConf.to_container(cfg, resolve=True), "refs": shared.refs,
+             "resources": {"workers": req.workers, "gpus_per_worker": req.gpus_per_worker,
+                           "per_worker": req.per_worker()}}
+    return tune.with_resources(tune.with_parameters(driver, setup=setup), DRIVER_RESOURCES)
+
+
+def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num_samples: int = 1,
+              searcher=None, scheduler=None, param_space: dict | None = None) -> None:
+    """One Tune experiment under run_dir/name; continues it when it already exists."""
+    from ray import tune
+
+    exp = run_dir / name
+    if tune.Tuner.can_restore(str(exp)):
+        print(f"sweep: resuming {exp}")
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space or {},
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=concurrency,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(name=name, storage_path=str(run_dir), verbose=cfg.sweep.verbose,
+                                      callbacks=[_first_result_callback(run_dir)],
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+    tuner.fit()
+    states = trial_states(exp)
+    unfinished = [t for t, s in states.items() if s not in ("TERMINATED", "ERROR")]
+    if unfinished or len(states) < num_samples:
+        raise Interrupted(f"{name}: {len(unfinished)} trial(s) unfinished, {len(states)}/{num_samples} "
+                          "started")
+
+
+def trial_dirname(trial) -> str:
+    """Short names that sort in creation order (the params are in params.json and summary.json)."""
+    index = str(getattr(trial, "experiment_tag", "") or "").split("_")[0]
+    return f"trial_{int(index) if index.isdigit() else 0:04d}_{trial.trial_id}"
+
+
+class Interrupted(Exception):
+    """The sweep stopped before its trials did (Ctrl-C, SIGTERM); resume it."""
+
+
+# ---------------------------------------------------------------- stages
+
+
+def search(cfg, run_dir: Path, dists, trainable, concurrency: int) -> None:
+    run_stage(cfg, run_dir, STAGE1, trainable, concurrency=concurrency, num_samples=cfg.sweep.num_samples,
+              searcher=make_searcher(dists, cfg.seed, startup_trials(cfg)),
+              scheduler=make_scheduler(cfg, run_dir, STAGE1, max_epochs(cfg, dists)))
+
+
+def second_stage(cfg, run_dir: Path, dists, trainable, concurrency: int) -> None:
+    """Narrow the space around stage 1's top-k configs and search it again (seed + 1)."""
+    path = run_dir / STAGE2_SPACE_FILE
+    if path.is_file():  # resumed: the narrowed space was fixed when stage 2 began
+        narrowed = to_distributions(json.loads(path.read_text()), cfg)
+    else:
+        records = [r for r in load_trials(run_dir, STAGE1, cfg) if r.best_metric is not None]
+        top = sorted(records, key=lambda r: -r.best_metric)[: cfg.sweep.top_k]
+        narrowed = narrow(dists, [r.params for r in top])
+        path.write_text(json.dumps(describe(narrowed), indent=1))
+    print(f"sweep: stage 2 space {describe(narrowed)}")
+    n = cfg.sweep.stage2_samples
+    run_stage(cfg, run_dir, STAGE2, trainable, concurrency=min(concurrency, n), num_samples=n,
+              searcher=make_searcher(narrowed, cfg.seed + 1, min(startup_trials(cfg), n)),
+              scheduler=make_scheduler(cfg, run_dir, STAGE2, max_epochs(cfg, narrowed)))
+
+
+def retrain(cfg, run_dir: Path, params: dict[str, Any], trainable, concurrency: int) -> None:
+    """The best config again with fresh seeds, every run to the end (FIFO)."""
+    from ray import tune
+
+    seeds = [cfg.seed + i for i in range(1, retrain_seed_count(cfg) + 1)]
+    space = {**{k: v for k, v in params.items() if k != "seed"}, "seed": tune.grid_search(seeds)}
+    run_stage(cfg, run_dir, RETRAIN, trainable, concurrency=min(concurrency, len(seeds)),
+              num_samples=1, param_space=space)
+
+
+def final_test(cfg, run_dir: Path, shared: Shared) -> dict[str, Any] | None:
+    """The best checkpoint on the test split, once, in a task with a trial's worker resources."""
+    import ray
+
+    from sweep.summary import SEARCH_STAGES
+
+    path = run_dir / TEST_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    records = [r for s in SEARCH_STAGES for r in load_trials(run_dir, s, cfg)]
+    best = best_trial(records)
+    checkpoint = best_checkpoint_of(best) if best else None
+    if checkpoint is None:
+        print("sweep: no checkpoint to test (no trial finished an epoch)")
+        return None
+    config = train_dict(trial_config(OmegaConf.to_container(cfg, resolve=True), best.params))
+    req = TrialResources.from_config(cfg)
+    task = ray.remote(_test_task).options(num_cpus=req.cpus_per_worker, num_gpus=req.gpus_per_worker)
+    metrics = ray.get(task.remote(config, shared.refs[variant_key(best.params)], str(checkpoint)))
+    metrics = {"trial_id": best.trial_id, "checkpoint": str(checkpoint), **metrics}
+    path.write_text(json.dumps(metrics, indent=1, default=float))
+    return metrics
+
+
+def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
+    from trainable.config import TrainConfig
+    from trainable.single import test_best
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), config)
+    with tempfile.TemporaryDirectory(prefix="sweep-test-") as tmp:
+        return test_best(cfg, fs, Path(checkpoint), Path(tmp))
+
+
+# ---------------------------------------------------------------- main
+
+
+@dataclass
+class Prepared:
+    run_dir: Path
+    concurrency: int
+    shared: Shared
+
+
+def prepare_run(cfg, dists) -> Prepared:
+    """Connect, check the cluster can hold a trial, save the config, share every feature variant."""
+    started = time.time()
+    run_dir = Path(cfg.out_dir).resolve()
+    cfg.out_dir = str(run_dir)
+    address = connect()
+    concurrency, cluster = cluster_plan(cfg, cfg.sweep.num_samples)
+    print(f"sweep: Ray at {address}; {cluster}; trial = {TrialResources.from_config(cfg).describe()}; "
+          f"{concurrency} trial(s) at once")
+    save_config(cfg, run_dir)
+    (run_dir / SPACE_FILE).write_text(json.dumps(describe(dists), indent=1))
+    update_timings(run_dir, keep=True, started_at=started)
+    variants = feature_variants(dists)
+    shared = share_features(cfg, variants)
+    update_timings(run_dir, prepare_s=shared.prepare_s, put_s=shared.put_s, variants=len(variants),
+                   feature_bytes=sum(shared.sizes.values()), features_ready_at=time.time())
+    print(f"sweep: {len(variants)} feature variant(s) prepared in {shared.prepare_s:.1f} s, "
+          f"shared in {shared.put_s:.2f} s")
+    return Prepared(run_dir, concurrency, shared)
+
+
+def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
+    """Search (and the extras that are on), then the summary; returns it."""
+    from sweep.report import refresh
+
+    run_dir, concurrency = prepared.run_dir, prepared.concurrency
+    trainable = trainable_for(cfg, prepared.shared)
+    search(cfg, run_dir, dists, trainable, concurrency)
+    if two_stage_on(cfg):
+        second_stage(cfg, run_dir, dists, trainable, concurrency)
+    summary = refresh(run_dir)
+    if retrain_seed_count(cfg) and summary["best"]:
+        retrain(cfg, run_dir, summary["best"]["params"], trainable, concurrency)
+    if cfg.sweep.final_test:
+        final_test(cfg, run_dir, prepared.shared)
+    update_timings(run_dir, finished_at=time.time())
+    return refresh(run_dir)
+
+
+def run(cfg, dists) -> dict[str, Any]:
+    """The whole sweep for a validated config; returns the summary."""
+    return execute(cfg, dists, prepare_run(cfg, dists))
+
+
+def main(argv: list[str]) -> None:
+    from sweep.summary import leaderboard
+
+    cfg, dists = load_config(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))  # Tune saves state on SIGINT
+    try:
+        summary = run(cfg, dists)
+    except Interrupted as e:
+        from sweep.report import refresh
+
+        refresh(Path(cfg.out_dir))
+        print(f"sweep interrupted ({e}); state saved. Continue it with: python -m sweep.run "
+              f"resume={cfg.out_dir}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(leaderboard(summary))
+    print(f"sweep: outputs in {cfg.out_dir} (tensorboard --logdir {cfg.out_dir})")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,189 @@
+"""summary.json / trials.parquet / plots / leaderboard, rebuilt from a real Tune experiment on disk.
+
+The trials here are plain Tune functions (no training) so the test is about what the sweep
+leaves, not about models: one raises, ASHA stops the weak ones, the rest finish.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from ray import tune
+
+from data_prep.cli import parse_config, save_config
+from sweep.config import SweepConfig
+from sweep.report import refresh
+from sweep.run import make_scheduler, retrain, run_stage, second_stage
+from sweep.space import to_distributions
+from sweep.summary import (
+    STOPS_FILE,
+    leaderboard,
+    read_error,
+    read_results,
+    stop_reason,
+)
+
+EPOCHS = 4
+LRS = [1e-3, 1e-5, 3e-3, 1e-2, 2e-5, 5e-4]
+FAILING_LR = 1e-2
+
+
+def fake_trial(config):
+    """A learning curve that peaks at lr=1e-3; one lr raises at once, like a worker out of memory."""
+    quality = 1.0 - abs(math.log10(config["training.lr"]) + 3) / 3 - config.get("seed", 0) * 1e-3
+    for epoch in range(1, EPOCHS + 1):
+        if config["training.lr"] == FAILING_LR:
+            raise RuntimeError("CUDA out of memory (simulated) in trial with lr=1e-2")
+        tune.report({"epoch": epoch, "metric": quality * epoch / EPOCHS, "val_f1": quality * epoch / EPOCHS,
+                     "train_loss": 1.0 / epoch})
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.init(num_cpus=2, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
+
+
+def first_stage(tmp_path_factory, *overrides: str):
+    """A grid 'search' over LRS with ASHA, as stage 1 of a sweep run directory."""
+    run_dir = tmp_path_factory.mktemp("sweep-summary")
+    cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={EPOCHS}", "training.patience=0",
+                                     "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.verbose=0",
+                                     *overrides], "sweep.run", "")
+    save_config(cfg, run_dir)
+    (run_dir / "space.json").write_text(json.dumps(SPACE))
+    trainable = tune.with_resources(fake_trial, {"cpu": 1})
+    run_stage(cfg, run_dir, "search", trainable, concurrency=1,
+              param_space={"training.lr": tune.grid_search(LRS)},
+              scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))
+    return cfg, run_dir, trainable
+
+
+@pytest.fixture(scope="module")
+def run_dir(ray_local, tmp_path_factory):
+    return first_stage(tmp_path_factory)[1]
+
+
+@pytest.mark.slow
+def test_summary_holds_every_trial_once_with_why_it_stopped(run_dir):
+    summary = refresh(run_dir)
+    trials = summary["trials"]
+    assert sorted(t["params"]["training.lr"] for t in trials) == sorted(LRS)
+    assert len({t["trial_id"] for t in trials}) == len(LRS)
+    by_lr = {t["params"]["training.lr"]: t for t in trials}
+
+    failed = by_lr[FAILING_LR]
+    assert failed["stop_reason"] == "error" and failed["state"] == "ERROR"
+    assert "CUDA out of memory (simulated)" in failed["error"]
+    assert failed["epochs_run"] == 0 and failed["best_metric"] is None
+
+    best = by_lr[1e-3]  # runs first, so ASHA has nothing to stop it against
+    assert best["stop_reason"] == "finished" and best["epochs_run"] == EPOCHS
+    assert best["best_metric"] == pytest.approx(1.0) and best["best_epoch"] == EPOCHS
+    assert summary["best"]["params"] == {"training.lr": 1e-3}
+    assert summary["best"]["metric"] == pytest.approx(1.0)
+
+    stopped = [t for t in trials if t["stop_reason"] == "asha"]
+    assert stopped, "ASHA should stop the weak learning rates at a rung"
+    assert all(t["epochs_run"] < EPOCHS for t in stopped)
+    recorded = {json.loads(line)["trial_id"] for line in (run_dir / STOPS_FILE).read_text().splitlines()}
+    assert {t["trial_id"] for t in stopped} <= recorded
+    assert summary["counts"]["asha"] == len(stopped)
+    assert summary["total_epochs"] == sum(t["epochs_run"] for t in trials)
+
+
+@pytest.mark.slow
+def test_trials_table_and_plots_are_written(run_dir):
+    summary = refresh(run_dir)
+    frame = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(frame) == len(LRS)
+    assert set(frame["param:training.lr"]) == set(LRS)
+    assert {"stop_reason", "best_metric", "epochs_run", "error"} <= set(frame.columns)
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["best"] == summary["best"]
+    for name in summary["plots"]:
+        png = (run_dir / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.slow
+def test_leaderboard_ranks_by_best_metric_and_shows_the_error(run_dir):
+    text = leaderboard(refresh(run_dir))
+    lines = text.splitlines()
+    assert lines[1].split()[0] == "rank"
+    assert lines[2].split()[3] == "1.0000"
+    assert "CUDA out of memory (simulated)" in text
+
+
+@pytest.mark.slow
+def test_report_command_prints_the_leaderboard(run_dir):
+    (run_dir / "summary.json").unlink()
+    proc = subprocess.run([sys.executable, "-m", "sweep.report", str(run_dir)], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank" in proc.stdout and "asha" in proc.stdout
+    assert (run_dir / "summary.json").is_file()
+
+
+def test_stop_reason_rules():
+    hist = [{"epoch": e, "metric": m} for e, m in [(1, 0.5), (2, 0.4), (3, 0.3)]]
+    assert stop_reason("TERMINATED", hist, 3, None, 2, None) == "finished"
+    assert stop_reason("TERMINATED", hist, 5, None, 2, None) == "early_stop"
+    assert stop_reason("TERMINATED", hist, 5, 3, 2, None) == "asha"
+    assert stop_reason("TERMINATED", hist[:1], 5, None, 2, None) == "unfinished"
+    assert stop_reason("ERROR", hist, 5, None, 2, "boom") == "error"
+    assert stop_reason("RUNNING", hist, 5, None, 2, None) == "unfinished"
+
+
+def test_results_keep_one_row_per_epoch_and_survive_a_cut_line(tmp_path):
+    lines = [{"epoch": 1, "metric": 0.1}, {"epoch": 2, "metric": 0.2}, {"epoch": 2, "metric": 0.25},
+             {"epoch": 3, "metric": 0.3}]
+    text = "\n".join(json.dumps(r) for r in lines) + '\n{"epoch": 4, "met'
+    (tmp_path / "result.json").write_text(text)
+    assert [(r["epoch"], r["metric"]) for r in read_results(tmp_path)] == [(1, 0.1), (2, 0.25), (3, 0.3)]
+
+
+def test_error_message_is_the_exception_line(tmp_path):
+    (tmp_path / "error.txt").write_text(
+        "Failure # 1 (occurred at 2026-01-01_00-00-00)\n"
+        "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\n"
+        "  File \"x.py\", line 3, in f\n"
+        "ray.train.TrainingFailedError: Training failed due to worker errors:\n"
+        "ValueError: training.batch_size 64 does not fit in memory\n")
+    assert read_error(tmp_path) == "ValueError: training.batch_size 64 does not fit in memory"
+    assert read_error(Path(tmp_path / "missing")) is None
+
+
+@pytest.mark.slow
+def test_second_stage_narrows_around_the_top_configs_and_retrain_reports_mean_and_std(
+        ray_local, tmp_path_factory):
+    cfg, run_dir, trainable = first_stage(tmp_path_factory, "sweep.top_k=2", "sweep.stage2_samples=3",
+                                          "sweep.retrain_seeds=3")
+    dists = to_distributions(SPACE, cfg)
+    second_stage(cfg, run_dir, dists, trainable, concurrency=1)
+    narrowed = json.loads((run_dir / "stage2_space.json").read_text())["training.lr"]
+    assert 1e-5 < narrowed["low"] < 5e-4 and 1e-3 < narrowed["high"] < 1e-2  # around 1e-3 and 5e-4
+    summary = refresh(run_dir)
+    stage2 = [t for t in summary["trials"] if t["experiment"] == "stage2"]
+    assert len(stage2) == 3 and summary["num_trials"] == len(LRS) + 3
+    assert all(narrowed["low"] <= t["params"]["training.lr"] <= narrowed["high"] for t in stage2)
+
+    retrain(cfg, run_dir, summary["best"]["params"], trainable, concurrency=1)
+    result = refresh(run_dir)["retrain"]
+    assert sorted(result["seeds"]) == [cfg.seed + 1, cfg.seed + 2, cfg.seed + 3]
+    assert result["params"] == summary["best"]["params"]
+    assert result["mean"] == pytest.approx(sum(result["best_metric"]) / 3)
+    assert result["std"] > 0
+    assert refresh(run_dir)["num_trials"] == len(LRS) + 3  # retrain runs are not search trials

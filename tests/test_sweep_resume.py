@@ -1,0 +1,157 @@
+"""Faults: a SIGKILLed sweep driver resumed with resume=true, and a killed training worker retried.
+
+The sweeps run as real ``python -m sweep.run`` subprocesses attached (RAY_ADDRESS) to a local
+Ray cluster that this module starts, so the test can kill the driver or a Train worker process
+and look at Ray Train's own record of the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from sweep.resources import set_ray_env
+from sweep.summary import DONE_FILE, read_results
+
+EPOCHS = 3
+WAIT_S = 420
+
+
+def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweep.run", f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}",
+            "data.demo_posts=120", f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16",
+            "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.final_test=false",
+            "sweep.space.training.lr=[3e-3,5e-3]", "sweep.space.training.batch_size=null",
+            "sweep.space.training.grad_accum=null", "sweep.space.training.epochs=null",
+            "sweep.space.features.doc_stride=null", "sweep.space.features.max_length=[96]", *extra]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    set_ray_env()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    ray.init(address=c.address, logging_level="ERROR")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def start(cluster, cmd: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    try:
+        code = proc.wait(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert code == 0, log.read_text()[-4000:]
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended ({proc.returncode}) before {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def trial_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in run_dir.glob("search/*/params.json"))
+
+
+def tb_files(trial: Path) -> set[tuple[str, int]]:
+    return {(p.name, p.stat().st_size) for p in (trial / "tb").glob("events.out.tfevents.*")}
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_rerunning_finished_trials(cluster, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = sweep_cmd(tmp_path, "sweep.num_samples=3")
+    log = tmp_path / "first.log"
+    proc = start(cluster, cmd, log)
+
+    def mid_sweep():
+        trials = trial_dirs(run_dir)
+        done = [t for t in trials if (t / DONE_FILE).is_file()]
+        running = [t for t in trials if t not in done and read_results(t)]
+        return (done, running) if done and running else None
+
+    done, running = wait_for(mid_sweep, proc, log, "one trial finished and another reported")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = {t.name: tb_files(t) for t in done}
+    epochs_before = {t.name: [r["epoch"] for r in read_results(t)] for t in running}
+
+    log2 = tmp_path / "resume.log"
+    finish(start(cluster, cmd + ["resume=true"], log2), log2)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_trials"] == 3 and len({t["trial_id"] for t in summary["trials"]}) == 3
+    assert len(trial_dirs(run_dir)) == 3
+    for t in summary["trials"]:
+        assert t["stop_reason"] == "finished" and t["epochs_run"] == EPOCHS, t
+    for t in done:  # finished before the kill: no training afterwards, so no new TensorBoard events
+        assert tb_files(t) == before[t.name]
+    for t in running:  # continued from its checkpoint: the epochs it had reported were not trained again
+        first_epochs = epochs_before[t.name]
+        lines = [json.loads(x) for x in (t / "result.json").read_text().splitlines() if x.strip()]
+        assert [x["epoch"] for x in lines].count(first_epochs[0]) == 1
+    assert "resuming" in log2.read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_path):
+    from ray.train.v2._internal.state.state_actor import get_state_actor
+
+    run_dir = tmp_path / "run"
+    log = tmp_path / "sweep.log"
+    proc = start(cluster, sweep_cmd(tmp_path, "sweep.num_samples=1", "sweep.max_failures=2"), log)
+
+    def first_epoch_reported():
+        trials = trial_dirs(run_dir)
+        return trials[0] if trials and read_results(trials[0]) else None
+
+    trial = wait_for(first_epoch_reported, proc, log, "the first epoch")
+    storage = str(trial)
+
+    def attempts_of_trial() -> list:
+        actor = get_state_actor()
+        if actor is None:
+            return []
+        runs = ray.get(actor.get_train_runs.remote())
+        attempts = ray.get(actor.get_train_run_attempts.remote())
+        return [a for run in runs.values() if run.run_settings.run_config.storage_path == storage
+                for a in sorted(attempts.get(run.id, {}).values(), key=lambda a: a.start_time_ns)]
+
+    def worker_pid():
+        running = [a for a in attempts_of_trial() if a.status == "RUNNING" and a.workers]
+        return running[0].workers[0].pid if running else None
+
+    pid = wait_for(worker_pid, proc, log, "the worker's pid in Ray Train's state")
+    os.kill(pid, signal.SIGKILL)
+    finish(proc, log)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (t,) = summary["trials"]
+    assert t["state"] == "TERMINATED" and t["stop_reason"] == "finished" and t["error"] is None
+    assert [r["epoch"] for r in read_results(trial)] == list(range(1, EPOCHS + 1))
+    attempts = attempts_of_trial()
+    assert len(attempts) >= 2  # the worker group was restarted
+    assert attempts[0].status != "FINISHED" and attempts[-1].status == "FINISHED"

@@ -1,0 +1,203 @@
+"""A whole sweep on a local Ray cluster with logical GPUs: the tiny model on a small demo corpus.
+
+One sweep (4 trials, 3 epochs) is run once for the module and then examined: ASHA stops the weak
+trial, the rest finish, summary / trials table / TensorBoard / best checkpoint / test metrics are
+on disk, the features went through the object store once per variant (the feature cache is
+deleted before the trials start, so a trial that tokenized would rebuild it), and trials that
+overlapped in time held different (node, GPU) pairs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from data_prep.errors import ConfigError
+from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
+from sweep.run import execute, load_config, prepare_run
+from sweep.space import feature_variants, make_searcher, variant_key
+from sweep.summary import read_results
+
+EPOCHS = 3
+GOOD_LR, BAD_LR = 5e-3, 1e-5
+SEED = 0  # its first 4 proposals: GOOD_LR x3, then BAD_LR (checked in the test below)
+
+
+def sweep_args(tmp: Path, *extra: str) -> list[str]:
+    return [f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}", "data.demo_posts=120",
+            f"training.epochs={EPOCHS}", "training.batch_size=16", "training.grad_accum=1", f"seed={SEED}",
+            "sweep.num_samples=4", "sweep.startup_trials=4", "sweep.grace_period=1",
+            "sweep.reduction_factor=2", "sweep.gpus_per_worker=1", "sweep.cpus_per_worker=1",
+            "sweep.verbose=0", f"sweep.space.training.lr=[{BAD_LR},{GOOD_LR}]",
+            "sweep.space.training.batch_size=null", "sweep.space.training.grad_accum=null",
+            "sweep.space.training.epochs=null", "sweep.space.features.doc_stride=null", *extra]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head without CPUs and two nodes with 2 and 1 logical GPUs (CPU machine: DDP on gloo)."""
+    set_ray_env()  # before the nodes start, so their workers inherit it (Train state tracking)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    c.add_node(num_cpus=2, num_gpus=2)
+    c.add_node(num_cpus=1, num_gpus=1)
+    ray.init(address=c.address, logging_level="ERROR")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def swept(cluster, tmp_path_factory):
+    from ray.train.v2._internal.state.state_actor import get_state_actor
+
+    tmp = tmp_path_factory.mktemp("sweep-e2e")
+    cfg, dists = load_config(sweep_args(tmp))
+    prepared = prepare_run(cfg, dists)
+    # From here on the features exist only in the object store.
+    shutil.rmtree(tmp / "cache" / "features")
+    summary = execute(cfg, dists, prepared)
+    attempts = ray.get(get_state_actor().get_train_run_attempts.remote())
+    runs = ray.get(get_state_actor().get_train_runs.remote())
+    return SimpleNamespace(runs=runs, cfg=cfg, dists=dists, prepared=prepared, summary=summary, tmp=tmp,
+                           run_dir=Path(cfg.out_dir), attempts=attempts)
+
+
+def trials_in_order(summary: dict) -> list[dict]:
+    return sorted(summary["trials"], key=lambda t: Path(t["path"]).name)
+
+
+@pytest.mark.slow
+def test_trials_are_the_seeded_proposals(swept):
+    searcher = make_searcher(swept.dists, SEED, 4)
+    expected = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert [p["training.lr"] for p in expected] == [GOOD_LR] * 3 + [BAD_LR]  # the test's premise
+    assert [t["params"] for t in trials_in_order(swept.summary)] == expected
+
+
+@pytest.mark.slow
+def test_asha_stops_the_weak_trial_and_the_others_finish(swept):
+    summary = swept.summary
+    assert summary["num_trials"] == 4 and len({t["trial_id"] for t in summary["trials"]}) == 4
+    weak = trials_in_order(summary)[-1]
+    assert weak["params"]["training.lr"] == BAD_LR
+    assert weak["stop_reason"] == "asha" and weak["epochs_run"] < EPOCHS
+    for t in trials_in_order(summary)[:3]:
+        assert t["stop_reason"] == "finished" and t["epochs_run"] == EPOCHS and t["state"] == "TERMINATED"
+        assert t["error"] is None
+    assert summary["best"]["params"]["training.lr"] == GOOD_LR
+    on_disk = json.loads((swept.run_dir / "summary.json").read_text())
+    assert on_disk["counts"] == {"asha": 1, "finished": 3}
+    assert len(pd.read_parquet(swept.run_dir / "trials.parquet")) == 4
+
+
+@pytest.mark.slow
+def test_best_checkpoint_and_the_test_split_evaluation_are_kept(swept):
+    best = swept.run_dir / "best_checkpoint"
+    assert (best / "meta.json").is_file() and (best / "model.pt").is_file()
+    meta = json.loads((best / "meta.json").read_text())
+    assert meta["metric"] == pytest.approx(swept.summary["best"]["metric"])
+    test = swept.summary["test"]
+    assert test["trial_id"] == swept.summary["best"]["trial_id"]
+    assert test["checkpoint_epoch"] == meta["epoch"] and "f1" in test
+    for t in swept.summary["trials"]:  # one checkpoint kept per trial
+        assert len([p for p in (Path(t["path"]) / "train").glob("checkpoint_*") if p.is_dir()]) <= 1
+    for name in ("optimization_history.png", "learning_curves.png", "metric_vs_params.png", "config.yaml"):
+        assert (swept.run_dir / name).is_file()
+
+
+@pytest.mark.slow
+def test_every_trial_has_tensorboard_curves_under_the_run_dir(swept):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb_dirs = sorted(swept.run_dir.glob("search/*/tb"))
+    assert len(tb_dirs) == 4
+    for t in swept.summary["trials"]:
+        acc = EventAccumulator(str(Path(t["path"]) / "tb"))
+        acc.Reload()
+        steps = [e.step for e in acc.Scalars("val/f1")]
+        assert steps[: t["epochs_run"]] == list(range(1, t["epochs_run"] + 1))
+        assert "train/loss" in acc.Tags()["scalars"] or t["epochs_run"] == 1
+        assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+
+
+@pytest.mark.slow
+def test_features_are_shared_once_per_variant_and_never_rebuilt_by_trials(swept):
+    variants = feature_variants(swept.dists)
+    refs = swept.prepared.shared.refs
+    assert len(variants) == 2 and set(refs) == {variant_key(v) for v in variants}
+    assert len({r.hex() for r in refs.values()}) == len(refs)
+    for variant in variants:
+        fs = ray.get(refs[variant_key(variant)])
+        assert fs.meta["settings"]["features"]["max_length"] == variant["features.max_length"]
+    timings = json.loads((swept.run_dir / "timings.json").read_text())
+    assert timings["variants"] == 2
+    # The feature cache was deleted before the trials; preparing features in a trial recreates it.
+    assert not (swept.tmp / "cache" / "features").exists()
+    for t in swept.summary["trials"]:
+        params = json.loads((Path(t["path"]) / "params.json").read_text())
+        assert set(params) == set(swept.dists)
+        assert all(isinstance(v, int | float | str) for v in params.values())
+
+
+def gpu_intervals(swept) -> list[tuple[int, int, tuple[str, int]]]:
+    """(first result, last result, (node, GPU id)) of every trial, the GPU from Ray Train's state.
+
+    Between its first and last result a trial's worker certainly holds its GPU; the attempt's own
+    start and end times are not that (they include waiting for resources and teardown, and a run
+    ASHA killed is never marked ended).
+    """
+    out = []
+    for run in swept.runs.values():
+        attempts = list(swept.attempts[run.id].values())
+        assert len(attempts) == 1  # no retries in this sweep
+        slots = [(w.node_id, g) for w in attempts[0].workers for g in w.gpu_ids]
+        assert len(slots) == 1  # one worker with one GPU per trial
+        results = read_results(Path(run.run_settings.run_config.storage_path))
+        out.append((results[0]["timestamp"], results[-1]["timestamp"], slots[0]))
+    return out
+
+
+@pytest.mark.slow
+def test_overlapping_trials_hold_different_gpus(swept):
+    intervals = gpu_intervals(swept)
+    assert len(intervals) >= 4
+    overlapping = [(x, y) for x, y in itertools.combinations(intervals, 2) if x[0] < y[1] and y[0] < x[1]]
+    assert overlapping, "trials should have run concurrently"
+    for x, y in overlapping:
+        assert x[2] != y[2], (x, y)
+
+
+@pytest.mark.slow
+def test_an_impossible_request_fails_before_any_work_with_what_the_cluster_has(cluster, tmp_path):
+    cfg, dists = load_config(sweep_args(tmp_path, "sweep.gpus_per_worker=4"))
+    with pytest.raises(ConfigError) as err:
+        prepare_run(cfg, dists)
+    assert err.value.key == "sweep.gpus_per_worker"
+    assert "3 node(s)" in str(err.value) and "2 CPU/2 GPU" in str(err.value)
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "cache").exists()
+    cfg, dists = load_config(sweep_args(tmp_path, "sweep.workers_per_trial=4"))
+    with pytest.raises(ConfigError, match="holds only 3 such worker"):
+        prepare_run(cfg, dists)
+
+
+def test_concurrency_is_the_number_of_worker_groups_that_fit():
+    nodes = [Node("a", 8, 2), Node("b", 4, 1), Node("head", 4, 0)]
+    one_gpu = TrialResources(1, 1, 1)
+    assert plan_concurrency(nodes, one_gpu, num_samples=10) == 3
+    assert plan_concurrency(nodes, one_gpu, num_samples=2) == 2
+    assert plan_concurrency(nodes, TrialResources(1, 1, 0.25), num_samples=20) == 12
+    assert plan_concurrency(nodes, TrialResources(2, 1, 1), num_samples=10) == 1
+    assert plan_concurrency(nodes, TrialResources(1, 2, 0), num_samples=20) == 8
+    assert plan_concurrency(nodes, TrialResources(1, 1, 4), num_samples=5, max_concurrent=4) == 4
+    with pytest.raises(ConfigError, match="no node can host one worker"):
+        plan_concurrency(nodes, TrialResources(1, 16, 0), num_samples=5)
+    with pytest.raises(ConfigError, match="3 node\\(s\\): 8 CPU/2 GPU, 4 CPU/1 GPU, 4 CPU/0 GPU"):
+        plan_concurrency(nodes, TrialResources(1, 1, 3), num_samples=5)
