@@ -68,6 +68,8 @@ def _short_training() -> TrainingConfig:
 
 @dataclass
 class SweepConfig(TrainConfig):
+    task: str = doc("span | span_crf | pair (default pair: on the demo corpus the tiny model learns it within a "
+                    "CPU budget, while the span heads need a pretrained encoder; see README)", "pair")
     out_dir: str = doc("run directory: Tune's trials, summary.json, trials.parquet, plots, best_checkpoint",
                        "runs/sweep")
     data: DataConfig = doc("data source", factory=_demo_data)

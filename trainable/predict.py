@@ -1,0 +1,319 @@
+"""``python -m trainable.predict checkpoint=DIR input=posts.csv|jsonl``: run a trained model on new posts.
+
+Posts are featurized exactly as in training (the checkpoint's tokenizer files, max_length,
+doc_stride and question_mode from its saved config) in chunks of whole posts, and scored with
+the evaluation's batched model pass. One JSON line per prediction in ``predictions.jsonl``:
+
+  span      per (post, symptom): evidence (bool), text/start/end of the evidence span or null,
+            null_score_diff (null score - best span score; the model answers when it is
+            <= null_threshold, 0 by default), and best_span (the best candidate either way)
+  span_crf  per (post, symptom): evidence (bool), spans [{text, start, end, score}] decoded by
+            Viterbi (score: mean B/I-over-O margin of its tokens), score (the best span's)
+  pair      per (sentence, symptom): sentence_id <post_id>_<k>, start/end, sentence, probability
+            that the sentence is evidence for the symptom, evidence (probability >= pair_threshold)
+Character offsets index the post text as read from the input file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import MISSING, DictConfig
+from tqdm.auto import tqdm
+
+from data_prep.cli import parse_config, run_cli, save_config
+from data_prep.config import doc
+from data_prep.errors import ConfigError, DataError, ProblemLog, UserError
+from data_prep.examples import span_examples
+from data_prep.features import PROGRESS_ABOVE, featurize_pair, featurize_span
+from data_prep.files import read_text
+from data_prep.records import PairExample, Post
+from data_prep.redsm5 import POST_COLUMNS, read_csv_rows
+from data_prep.symptoms import SYMPTOMS, criteria
+from data_prep.text import split_sentences
+from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from trainable.batching import Columns, columns_from_table
+from trainable.evaluate import Checkpoint, json_safe, load_checkpoint, required
+from trainable.evaluation import model_outputs
+from trainable.metrics import bio_to_token_spans, token_spans_to_chars
+from trainable.postprocess import postprocess_span
+
+DESCRIPTION = """
+Run a trained checkpoint on new posts (a .csv with columns post_id,text or a .jsonl with one
+{"post_id": ..., "text": ...} per line). span / span_crf: the evidence span (or none) per post and
+symptom; pair: the evidence probability per sentence and symptom. Writes predictions.jsonl to
+out_dir (default: <checkpoint>/../predict).
+"""
+PREDICTIONS_FILE = "predictions.jsonl"
+# Posts per featurization chunk are bounded by examples, so the featurizer's own progress bar stays
+# off (ours counts posts) and memory stays flat on large inputs.
+CHUNK_EXAMPLES = PROGRESS_ABOVE
+BAR_ABOVE = 50  # posts
+
+
+@dataclass
+class PredictConfig:
+    checkpoint: str = doc("checkpoint directory (e.g. runs/single/checkpoint)", MISSING)
+    input: str = doc("posts file: .csv (header post_id,text) or .jsonl (one {post_id, text} per line)", MISSING)
+    out_dir: str | None = doc("where predictions.jsonl goes; default <checkpoint>/../predict", None)
+    batch_size: int | None = doc("windows per model batch; default: the checkpoint's training.eval_batch_size",
+                                 None)
+    null_threshold: float = doc("span: answer when null_score_diff <= this (0 = the model's own decision; "
+                                "python -m trainable.evaluate split=val reports a tuned best_f1_thresh)", 0.0)
+    pair_threshold: float = doc("pair: evidence when the probability >= this", 0.5)
+    device: str = doc("auto | cpu | cuda", "auto")
+
+
+# ---------------------------------------------------------------- reading posts
+
+
+def _jsonl_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], ProblemLog]:
+    rows, log = [], ProblemLog(path)
+    for i, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            log.add(f"malformed JSON line: {e.msg} at column {e.colno}", i)
+            continue
+        missing = [k for k in POST_COLUMNS if not isinstance(obj, dict) or k not in obj]
+        if missing:
+            log.add(f"expected a JSON object with keys {', '.join(POST_COLUMNS)}; missing {', '.join(missing)}",
+                    i, missing[0])
+            continue
+        post_id = obj["post_id"]
+        if isinstance(post_id, int) and not isinstance(post_id, bool):  # as in the ReDSM5 reader
+            post_id = str(post_id)
+        bad = next((k for k, v in (("post_id", post_id), ("text", obj["text"])) if not isinstance(v, str)), None)
+        if bad:
+            log.add(f"{bad} must be a string, got {type(obj[bad]).__name__}", i, bad)
+            continue
+        rows.append((i, {"post_id": post_id, "text": obj["text"]}))
+    return rows, log
+
+
+def read_posts(path: str | Path) -> list[Post]:
+    """Posts of a .csv / .jsonl file, validated like the ReDSM5 posts file (all problems in one error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "file not found; give a .csv (header post_id,text) or .jsonl posts file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows, log = read_csv_rows(path, POST_COLUMNS)
+    elif suffix in (".jsonl", ".ndjson"):
+        rows, log = _jsonl_rows(path)
+    else:
+        raise DataError(str(path), f"unknown posts file type {suffix or '(none)'!r}: write the posts as .csv "
+                                   "with a header post_id,text or as .jsonl with one {\"post_id\", \"text\"} "
+                                   "object per line")
+    posts, first_row = [], {}
+    for row, values in rows:
+        post_id, body = values["post_id"].strip(), values["text"]
+        if not post_id:
+            log.add("empty post_id", row, "post_id")
+        elif not body.strip():
+            log.add(f"post {post_id!r} has no text", row, "text")
+        elif post_id in first_row:
+            log.add(f"duplicate post_id {post_id!r}: rows {first_row[post_id]} and {row}", row, "post_id")
+        else:
+            first_row[post_id] = row
+            posts.append(Post(post_id, body))
+    log.raise_first()
+    if not posts:
+        raise DataError(str(path), "the file holds no posts")
+    return posts
+
+
+# ---------------------------------------------------------------- per task
+
+
+class _Located(str):
+    """A context whose slices remember their offsets: ``postprocess_span`` returns the best span as
+    ``context[offset_start:offset_end]`` (its documented contract), so its texts carry start/end."""
+
+    def __getitem__(self, key):
+        piece = _Piece(str.__getitem__(self, key))
+        if isinstance(key, slice):
+            piece.start, piece.end = key.start, key.stop
+        return piece
+
+
+class _Piece(str):
+    start: int | None = None
+    end: int | None = None
+
+
+def _span_logits(outputs: list) -> tuple[np.ndarray, np.ndarray]:
+    width = max((len(s) for s, _ in outputs), default=1)
+    start = np.full((len(outputs), width), -1e4, dtype=np.float32)
+    end = np.full_like(start, -1e4)
+    for i, (s, e) in enumerate(outputs):
+        start[i, : len(s)], end[i, : len(e)] = s, e
+    return start, end
+
+
+def _decode_span(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
+    start, end = _span_logits(outputs)
+    contexts = {ex.example_id: _Located(ex.context) for ex in examples}
+    offsets_s = [cols.row("offset_start", i) for i in range(len(cols))]
+    offsets_e = [cols.row("offset_end", i) for i in range(len(cols))]
+    t = ckpt.cfg.training
+    texts, diffs = postprocess_span(start, end, cols.example_ids, offsets_s, offsets_e, contexts,
+                                    t.n_best_size, t.max_answer_length)
+    for ex in examples:
+        best, diff = texts[ex.example_id], diffs[ex.example_id]
+        found = isinstance(best, _Piece) and best.start is not None
+        span = {"text": str(best), "start": best.start, "end": best.end} if found else None
+        evidence = found and diff <= cfg.null_threshold
+        yield {"post_id": ex.group, "symptom": ex.symptom, "evidence": evidence,
+               **(span if evidence else {"text": None, "start": None, "end": None}),
+               "null_score_diff": diff, "best_span": span}
+
+
+def _decode_span_crf(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
+    found: dict[str, dict[tuple[int, int], float]] = {}
+    for i, (tags, margin) in enumerate(outputs):
+        token_spans = bio_to_token_spans(tags.tolist())
+        chars = token_spans_to_chars(token_spans, cols.row("offset_start", i), cols.row("offset_end", i))
+        spans = found.setdefault(cols.example_ids[i], {})
+        for (first, last), char_span in zip(token_spans, chars, strict=True):  # windows overlap: keep the best
+            spans[char_span] = max(spans.get(char_span, -np.inf), float(margin[first:last + 1].mean()))
+    for ex in examples:
+        spans = sorted(found.get(ex.example_id, {}).items())
+        yield {"post_id": ex.group, "symptom": ex.symptom, "evidence": bool(spans),
+               "spans": [{"text": ex.context[s:e], "start": s, "end": e, "score": score} for (s, e), score in spans],
+               "score": max((score for _, score in spans), default=None)}
+
+
+def _decode_pair(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
+    for ex, prob in zip(examples, outputs, strict=True):
+        sentence_id, k, start, end = ex.example_id.rsplit("/", 1)[0], *ex.position
+        yield {"post_id": ex.group, "sentence_id": sentence_id, "sentence_index": k, "start": start, "end": end,
+               "sentence": ex.sentence, "symptom": ex.symptom, "probability": float(prob),
+               "evidence": bool(prob >= cfg.pair_threshold)}
+
+
+@dataclass(frozen=True)
+class _SentencePair(PairExample):
+    position: tuple[int, int, int] = (0, 0, 0)  # (k, start, end) of the sentence in its post
+
+
+def pair_examples_of(post: Post) -> list[_SentencePair]:
+    """Every (sentence, symptom) pair of a post, ids ``<post_id>_<k>/<SYMPTOM>`` as in ReDSM5."""
+    texts = criteria()
+    return [_SentencePair(example_id=f"{post.post_id}_{k}/{symptom}", criterion=texts[symptom],
+                          sentence=post.text[s:e], label=0, symptom=symptom, group=post.post_id, position=(k, s, e))
+            for k, (s, e) in enumerate(split_sentences(post.text)) for symptom in SYMPTOMS]
+
+
+DECODERS = {"span": _decode_span, "span_crf": _decode_span_crf, "pair": _decode_pair}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def examples_of(post: Post, task: str, question_mode: str) -> list:
+    if task == "pair":
+        return pair_examples_of(post)
+    return span_examples({post.post_id: post.text}, [], question_mode)
+
+
+def featurize(examples: list, task: str, tokenizer, features) -> Columns:
+    if task == "pair":
+        table = featurize_pair(examples, tokenizer, features.max_length)
+    else:
+        table = featurize_span(examples, tokenizer, features.max_length, features.doc_stride,
+                               bio=task == "span_crf")
+    return columns_from_table(table)
+
+
+def chunks(posts: list[Post], task: str, question_mode: str) -> Iterator[tuple[int, list]]:
+    """(posts in the chunk, their examples), whole posts, about CHUNK_EXAMPLES examples each."""
+    batch, n_posts = [], 0
+    for post in posts:
+        examples = examples_of(post, task, question_mode)
+        if batch and len(batch) + len(examples) > CHUNK_EXAMPLES:
+            yield n_posts, batch
+            batch, n_posts = [], 0
+        batch += examples
+        n_posts += 1
+    if batch:
+        yield n_posts, batch
+
+
+def checkpoint_tokenizer(ckpt: Checkpoint):
+    """The tokenizer files saved with the checkpoint, which must be the ones the model was trained with."""
+    tokenizer = load_tokenizer(str(ckpt.path))
+    if tokenizer_identity(tokenizer)["fingerprint"] != ckpt.meta["tokenizer"]["fingerprint"]:
+        raise UserError(f"checkpoint '{ckpt.path}': its tokenizer files differ from the tokenizer the model was "
+                        f"trained with ('{ckpt.meta['tokenizer']['name_or_path']}'; fingerprints differ). Restore "
+                        "the checkpoint's original tokenizer files (or use an untouched copy of the checkpoint)")
+    return tokenizer
+
+
+def predict_posts(ckpt: Checkpoint, tokenizer, posts: list[Post], cfg) -> Iterator[dict]:
+    """Prediction records of ``posts``, in input order (see the module docstring)."""
+    task, features = ckpt.meta["task"], ckpt.cfg.features
+    pad = ckpt.meta["tokenizer"]["pad_token_id"]
+    with tqdm(total=len(posts), unit="post", desc="predict", disable=len(posts) <= BAR_ABOVE) as bar:
+        for n_posts, examples in chunks(posts, task, features.question_mode):
+            cols = featurize(examples, task, tokenizer, features)
+            outputs, _ = model_outputs(ckpt.model, cols, task, batch_size=ckpt.cfg.training.eval_batch_size,
+                                       device=ckpt.device, autocast=ckpt.autocast, pad_token_id=pad)
+            yield from DECODERS[task](outputs, cols, examples, ckpt, cfg)
+            bar.update(n_posts)
+
+
+def summary(task: str, n_posts: int, records: list[dict]) -> str:
+    evidence = Counter(r["symptom"] for r in records if r["evidence"])
+    found = ", ".join(f"{s} {evidence[s]}" for s in SYMPTOMS if evidence[s]) or "none"
+    if task == "pair":
+        sentences = len({(r["post_id"], r["sentence_index"]) for r in records})
+        return (f"{n_posts} posts, {sentences} sentences -> {len(records)} (sentence, symptom) probabilities; "
+                f"evidence sentences per symptom: {found}")
+    return f"{n_posts} posts -> {len(records)} (post, symptom) predictions; posts with evidence per symptom: {found}"
+
+
+def check_thresholds(cfg) -> None:
+    if not 0 <= cfg.pair_threshold <= 1:
+        raise ConfigError("pair_threshold", f"must be in [0, 1]; got {cfg.pair_threshold}")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise ConfigError("batch_size", f"must be at least 1; got {cfg.batch_size}")
+
+
+def run(cfg: DictConfig) -> Path:
+    """Predict on ``cfg.input``; returns the path of predictions.jsonl."""
+    checkpoint = required(cfg, "checkpoint", "checkpoint=runs/single/checkpoint")
+    source = required(cfg, "input", "input=posts.csv")
+    check_thresholds(cfg)
+    overrides = {"training": {"eval_batch_size": cfg.batch_size}} if cfg.batch_size else {}
+    ckpt = load_checkpoint(checkpoint, device=cfg.device, overrides=overrides)
+    posts = read_posts(source)
+    tokenizer = checkpoint_tokenizer(ckpt)
+    out = Path(cfg.out_dir) if cfg.out_dir else ckpt.path.absolute().parent / "predict"
+    cfg.out_dir = str(out)
+    save_config(cfg, out)
+    path = out / PREDICTIONS_FILE
+    records = []
+    with path.open("w", encoding="utf-8") as f:
+        for record in predict_posts(ckpt, tokenizer, posts, cfg):
+            f.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
+            records.append({k: record[k] for k in ("post_id", "symptom", "evidence", "sentence_index")
+                            if k in record})
+    print(summary(ckpt.meta["task"], len(posts), records))
+    print(f"wrote {path}")
+    return path
+
+
+def main(argv: list[str]) -> None:
+    run(parse_config(PredictConfig, argv, "trainable.predict", DESCRIPTION, positional="checkpoint"))
+
+
+if __name__ == "__main__":
+    run_cli(main)
