@@ -94,14 +94,20 @@ def _jsonl_posts(path: Path) -> tuple[Rows, ProblemLog]:
     return rows, log
 
 
-def _posts(directory: Path) -> list[Post]:
-    csv_path, jsonl_path = directory / POSTS_CSV, directory / POSTS_JSONL
-    if csv_path.is_file():
-        rows, log = read_csv_rows(csv_path, POST_COLUMNS)
-    elif jsonl_path.is_file():
-        rows, log = _jsonl_posts(jsonl_path)
+def read_posts(path: str | Path) -> list[Post]:
+    """Posts of one .csv (header post_id,text) or .jsonl file; every problem reported in one DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "file not found; give a .csv (header post_id,text) or .jsonl posts file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows, log = read_csv_rows(path, POST_COLUMNS)
+    elif suffix in (".jsonl", ".ndjson"):
+        rows, log = _jsonl_posts(path)
     else:
-        raise DataError(str(directory), f"no posts file: looked for {POSTS_CSV} and {POSTS_JSONL}")
+        raise DataError(str(path), f"unknown posts file type {suffix or '(none)'!r}: write the posts as .csv "
+                                   "with a header post_id,text or as .jsonl with one {\"post_id\", \"text\"} "
+                                   "object per line")
     posts: list[Post] = []
     first_row: dict[str, int] = {}
     for row, values in rows:
@@ -117,6 +123,13 @@ def _posts(directory: Path) -> list[Post]:
             posts.append(Post(post_id, body))
     log.raise_first()
     return posts
+
+
+def _posts(directory: Path) -> list[Post]:
+    for name in (POSTS_CSV, POSTS_JSONL):
+        if (directory / name).is_file():
+            return read_posts(directory / name)
+    raise DataError(str(directory), f"no posts file: looked for {POSTS_CSV} and {POSTS_JSONL}")
 
 
 def parse_status(value: str) -> int | None:

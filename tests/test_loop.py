@@ -93,15 +93,16 @@ def test_pair_learns(pair_run, demo_features, train_config, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["span", "span_crf"])
 def test_span_heads_learn(task, train_config, demo_features, tmp_path):
-    """Within 3 epochs both heads learn the no-answer decision that dominates validation (104 of
-    120 demo examples) and cut the validation loss; an untrained head answers nearly everywhere.
-    (Exact evidence spans take the from-scratch tiny model longer: span_f1 stays 0 here.)"""
+    """Within 3 epochs both heads learn the no-answer decision (half of the validation examples,
+    features.eval_no_answer_ratio=1) and halve the validation loss; an untrained head answers
+    nearly everywhere. (Exact evidence spans take the from-scratch tiny model longer: span_f1
+    stays 0 here.)"""
     untrained = _untrained(task, demo_features, train_config, tmp_path)
     config = train_config(task, tmp_path, epochs=3, patience=0)
     train_loop(config, session=LocalSession(tmp_path), features=demo_features(task))
     history = _history(tmp_path)
     assert max(m["val_f1"] for m in history) > untrained["f1"] + 25
-    assert min(m["val_loss"] for m in history) < untrained["loss"] / 4
+    assert min(m["val_loss"] for m in history) < untrained["loss"] / 2
     if task == "span":
         assert max(m["metric"] for m in history) > untrained["f1"] + 25
 

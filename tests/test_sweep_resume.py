@@ -27,7 +27,7 @@ WAIT_S = 420
 
 
 def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sweep.run", f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}",
+    return [sys.executable, "-m", "sweep.run", "task=span", f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}",
             "data.demo_posts=120", f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.final_test=false",
             "sweep.space.training.lr=[3e-3,5e-3]", "sweep.space.training.batch_size=null",

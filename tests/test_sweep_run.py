@@ -32,7 +32,7 @@ SEED = 0  # its first 4 proposals: GOOD_LR x3, then BAD_LR (checked in the test 
 
 
 def sweep_args(tmp: Path, *extra: str) -> list[str]:
-    return [f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}", "data.demo_posts=120",
+    return ["task=span", f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}", "data.demo_posts=120",
             f"training.epochs={EPOCHS}", "training.batch_size=16", "training.grad_accum=1", f"seed={SEED}",
             "sweep.num_samples=4", "sweep.startup_trials=4", "sweep.grace_period=1",
             "sweep.reduction_factor=2", "sweep.gpus_per_worker=1", "sweep.cpus_per_worker=1",

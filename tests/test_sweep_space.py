@@ -26,7 +26,7 @@ from sweep.space import (
 
 
 def cfg_of(*overrides: str):
-    return parse_config(SweepConfig, list(overrides), "sweep.run", "")
+    return parse_config(SweepConfig, ["task=span", *overrides], "sweep.run", "")
 
 
 def dists_of(cfg):

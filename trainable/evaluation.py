@@ -19,7 +19,7 @@ import torch
 from trainable.batching import BucketBatchSampler, Collator, Columns
 from trainable.checkpoint import unwrap
 from trainable.metrics import bio_to_token_spans, pair_metrics, span_prf, token_spans_to_chars
-from trainable.postprocess import postprocess_span
+from trainable.postprocess import best_char_spans
 from trainable.squad_metric import squad_v2_scores
 
 TARGETS = ("start_positions", "end_positions", "tags", "label")
@@ -110,20 +110,46 @@ def _gold(examples: pa.Table) -> dict[str, list[str]]:
                     strict=True))
 
 
-def score_span(outputs: list, cols: Columns, examples: pa.Table, n_best_size: int,
-               max_answer_length: int) -> tuple[dict, list[dict]]:
-    """SQuAD v2 scores with the model's own null decision (threshold 0) plus the tuned best_*."""
+def span_logits(outputs: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window (start, end) logits stacked into [windows, longest] arrays, padding at -1e4."""
     width = max((len(s) for s, _ in outputs), default=1)
     start = np.full((len(outputs), width), -1e4, dtype=np.float32)
     end = np.full_like(start, -1e4)
     for i, (s, e) in enumerate(outputs):
         start[i, : len(s)], end[i, : len(e)] = s, e
-    contexts = dict(zip(examples.column("example_id").to_pylist(), examples.column("context").to_pylist(),
-                        strict=True))
+    return start, end
+
+
+def span_answers(outputs: list, cols: Columns, contexts: dict[str, str], n_best_size: int,
+                 max_answer_length: int) -> tuple[dict[str, tuple[int, int] | None], dict[str, float]]:
+    """Best character span and null-minus-best score of every example (see postprocess)."""
+    start, end = span_logits(outputs)
     offsets_s = [cols.row("offset_start", i) for i in range(len(cols))]
     offsets_e = [cols.row("offset_end", i) for i in range(len(cols))]
-    texts, diffs = postprocess_span(start, end, cols.example_ids, offsets_s, offsets_e, contexts,
-                                    n_best_size, max_answer_length)
+    return best_char_spans(start, end, cols.example_ids, offsets_s, offsets_e, contexts, n_best_size,
+                           max_answer_length)
+
+
+def crf_spans(outputs: list, cols: Columns) -> dict[str, dict[tuple[int, int], float]]:
+    """Decoded BIO spans of every example as character spans with a score (mean emission margin);
+    overlapping windows may find a span twice: the best score is kept."""
+    spans: dict[str, dict[tuple[int, int], float]] = {}
+    for i, (tags, margin) in enumerate(outputs):
+        token_spans = bio_to_token_spans(tags.tolist())
+        chars = token_spans_to_chars(token_spans, cols.row("offset_start", i), cols.row("offset_end", i))
+        found = spans.setdefault(cols.example_ids[i], {})
+        for (first, last), char_span in zip(token_spans, chars, strict=True):
+            found[char_span] = max(found.get(char_span, -np.inf), float(margin[first:last + 1].mean()))
+    return spans
+
+
+def score_span(outputs: list, cols: Columns, examples: pa.Table, n_best_size: int,
+               max_answer_length: int) -> tuple[dict, list[dict]]:
+    """SQuAD v2 scores with the model's own null decision (threshold 0) plus the tuned best_*."""
+    contexts = dict(zip(examples.column("example_id").to_pylist(), examples.column("context").to_pylist(),
+                        strict=True))
+    spans, diffs = span_answers(outputs, cols, contexts, n_best_size, max_answer_length)
+    texts = {k: contexts[k][span[0]:span[1]] if span else "" for k, span in spans.items()}
     gold = _gold(examples)
     final = {k: "" if diffs[k] > 0 else t for k, t in texts.items()}
     metrics = squad_v2_scores(final, gold, na_probs=diffs, na_threshold=0.0)
@@ -134,13 +160,7 @@ def score_span(outputs: list, cols: Columns, examples: pa.Table, n_best_size: in
 
 def score_span_crf(outputs: list, cols: Columns, examples: pa.Table) -> tuple[dict, list[dict]]:
     """Span-level P/R/F1 of the decoded character spans, and SQuAD EM/F1 of each example's best span."""
-    spans: dict[str, dict[tuple[int, int], float]] = {}
-    for i, (tags, margin) in enumerate(outputs):
-        token_spans = bio_to_token_spans(tags.tolist())
-        chars = token_spans_to_chars(token_spans, cols.row("offset_start", i), cols.row("offset_end", i))
-        found = spans.setdefault(cols.example_ids[i], {})
-        for (first, last), char_span in zip(token_spans, chars, strict=True):
-            found[char_span] = max(found.get(char_span, -np.inf), float(margin[first:last + 1].mean()))
+    spans = crf_spans(outputs, cols)
     ids = examples.column("example_id").to_pylist()
     contexts = dict(zip(ids, examples.column("context").to_pylist(), strict=True))
     gold_spans = {

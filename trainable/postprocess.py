@@ -29,6 +29,45 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
+def best_char_spans(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    feature_example_ids: Sequence[str],
+    offset_start: Sequence[np.ndarray],
+    offset_end: Sequence[np.ndarray],
+    contexts: Mapping[str, str],
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> tuple[dict[str, tuple[int, int] | None], dict[str, float]]:
+    """Character span (start, end) of the best non-null answer (None: no valid span) and
+    ``null_score - best_span_score`` per example id.
+
+    ``start_logits`` / ``end_logits`` are [num_features, padded_length]; row i belongs to
+    ``feature_example_ids[i]`` and has ``len(offset_start[i])`` real positions. Examples come
+    out in the order of their first feature.
+    """
+    start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
+    _check_inputs(start_logits, end_logits, feature_example_ids, offset_start, offset_end, contexts,
+                  n_best_size, max_answer_length)
+    null_scores: dict[str, float] = {}
+    best: dict[str, tuple[float, int, int]] = {}
+    for i, example_id in enumerate(feature_example_ids):
+        null = float(start_logits[i, 0] + end_logits[i, 0])
+        null_scores[example_id] = min(null, null_scores.get(example_id, np.inf))
+        span = _best_span(start_logits[i], end_logits[i], np.asarray(offset_start[i]), n_best_size,
+                          max_answer_length)
+        if span is not None and (example_id not in best or span[0] > best[example_id][0]):
+            score, s, e = span
+            best[example_id] = (score, int(offset_start[i][s]), int(offset_end[i][e]))
+    spans: dict[str, tuple[int, int] | None] = {}
+    score_diffs: dict[str, float] = {}
+    for example_id, null in null_scores.items():
+        score, *span = best.get(example_id, (-np.inf, None, None))
+        spans[example_id] = tuple(span) if span[0] is not None else None
+        score_diffs[example_id] = float(null - score)
+    return spans, score_diffs
+
+
 def postprocess_span(
     start_logits: np.ndarray,
     end_logits: np.ndarray,
@@ -39,32 +78,12 @@ def postprocess_span(
     n_best_size: int = 20,
     max_answer_length: int = 30,
 ) -> tuple[dict[str, str], dict[str, float]]:
-    """Best non-null answer text and ``null_score - best_span_score`` per example id.
-
-    ``start_logits`` / ``end_logits`` are [num_features, padded_length]; row i belongs to
-    ``feature_example_ids[i]`` and has ``len(offset_start[i])`` real positions. Examples come
-    out in the order of their first feature.
-    """
-    start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
-    _check_inputs(start_logits, end_logits, feature_example_ids, offset_start, offset_end, contexts,
-                  n_best_size, max_answer_length)
-    null_scores: dict[str, float] = {}
-    best: dict[str, tuple[float, str]] = {}
-    for i, example_id in enumerate(feature_example_ids):
-        null = float(start_logits[i, 0] + end_logits[i, 0])
-        null_scores[example_id] = min(null, null_scores.get(example_id, np.inf))
-        span = _best_span(start_logits[i], end_logits[i], np.asarray(offset_start[i]), n_best_size,
-                          max_answer_length)
-        if span is not None and (example_id not in best or span[0] > best[example_id][0]):
-            score, s, e = span
-            text = contexts[example_id][int(offset_start[i][s]):int(offset_end[i][e])]
-            best[example_id] = (score, text)
-    predictions, score_diffs = {}, {}
-    for example_id, null in null_scores.items():
-        score, text = best.get(example_id, (-np.inf, ""))
-        predictions[example_id] = text
-        score_diffs[example_id] = float(null - score)
-    return predictions, score_diffs
+    """Best non-null answer text ("" when none) and ``null_score - best_span_score`` per example id
+    (see ``best_char_spans``)."""
+    spans, score_diffs = best_char_spans(start_logits, end_logits, feature_example_ids, offset_start,
+                                         offset_end, contexts, n_best_size, max_answer_length)
+    texts = {k: contexts[k][span[0]:span[1]] if span else "" for k, span in spans.items()}
+    return texts, score_diffs
 
 
 def apply_null_threshold(

@@ -22,26 +22,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from omegaconf import MISSING, DictConfig
 from tqdm.auto import tqdm
 
 from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.config import doc
-from data_prep.errors import ConfigError, DataError, ProblemLog, UserError
+from data_prep.errors import ConfigError, UserError
 from data_prep.examples import span_examples
 from data_prep.features import PROGRESS_ABOVE, featurize_pair, featurize_span
-from data_prep.files import read_text
 from data_prep.records import PairExample, Post
-from data_prep.redsm5 import POST_COLUMNS, read_csv_rows
+from data_prep.redsm5 import read_posts
 from data_prep.symptoms import SYMPTOMS, criteria
 from data_prep.text import split_sentences
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
 from trainable.batching import Columns, columns_from_table
 from trainable.evaluate import Checkpoint, json_safe, load_checkpoint, required
-from trainable.evaluation import model_outputs
-from trainable.metrics import bio_to_token_spans, token_spans_to_chars
-from trainable.postprocess import postprocess_span
+from trainable.evaluation import crf_spans, model_outputs, span_answers
 
 DESCRIPTION = """
 Run a trained checkpoint on new posts (a .csv with columns post_id,text or a .jsonl with one
@@ -72,118 +68,24 @@ class PredictConfig:
 # ---------------------------------------------------------------- reading posts
 
 
-def _jsonl_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], ProblemLog]:
-    rows, log = [], ProblemLog(path)
-    for i, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            log.add(f"malformed JSON line: {e.msg} at column {e.colno}", i)
-            continue
-        missing = [k for k in POST_COLUMNS if not isinstance(obj, dict) or k not in obj]
-        if missing:
-            log.add(f"expected a JSON object with keys {', '.join(POST_COLUMNS)}; missing {', '.join(missing)}",
-                    i, missing[0])
-            continue
-        post_id = obj["post_id"]
-        if isinstance(post_id, int) and not isinstance(post_id, bool):  # as in the ReDSM5 reader
-            post_id = str(post_id)
-        bad = next((k for k, v in (("post_id", post_id), ("text", obj["text"])) if not isinstance(v, str)), None)
-        if bad:
-            log.add(f"{bad} must be a string, got {type(obj[bad]).__name__}", i, bad)
-            continue
-        rows.append((i, {"post_id": post_id, "text": obj["text"]}))
-    return rows, log
-
-
-def read_posts(path: str | Path) -> list[Post]:
-    """Posts of a .csv / .jsonl file, validated like the ReDSM5 posts file (all problems in one error)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "file not found; give a .csv (header post_id,text) or .jsonl posts file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows, log = read_csv_rows(path, POST_COLUMNS)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows, log = _jsonl_rows(path)
-    else:
-        raise DataError(str(path), f"unknown posts file type {suffix or '(none)'!r}: write the posts as .csv "
-                                   "with a header post_id,text or as .jsonl with one {\"post_id\", \"text\"} "
-                                   "object per line")
-    posts, first_row = [], {}
-    for row, values in rows:
-        post_id, body = values["post_id"].strip(), values["text"]
-        if not post_id:
-            log.add("empty post_id", row, "post_id")
-        elif not body.strip():
-            log.add(f"post {post_id!r} has no text", row, "text")
-        elif post_id in first_row:
-            log.add(f"duplicate post_id {post_id!r}: rows {first_row[post_id]} and {row}", row, "post_id")
-        else:
-            first_row[post_id] = row
-            posts.append(Post(post_id, body))
-    log.raise_first()
-    if not posts:
-        raise DataError(str(path), "the file holds no posts")
-    return posts
-
-
 # ---------------------------------------------------------------- per task
 
 
-class _Located(str):
-    """A context whose slices remember their offsets: ``postprocess_span`` returns the best span as
-    ``context[offset_start:offset_end]`` (its documented contract), so its texts carry start/end."""
-
-    def __getitem__(self, key):
-        piece = _Piece(str.__getitem__(self, key))
-        if isinstance(key, slice):
-            piece.start, piece.end = key.start, key.stop
-        return piece
-
-
-class _Piece(str):
-    start: int | None = None
-    end: int | None = None
-
-
-def _span_logits(outputs: list) -> tuple[np.ndarray, np.ndarray]:
-    width = max((len(s) for s, _ in outputs), default=1)
-    start = np.full((len(outputs), width), -1e4, dtype=np.float32)
-    end = np.full_like(start, -1e4)
-    for i, (s, e) in enumerate(outputs):
-        start[i, : len(s)], end[i, : len(e)] = s, e
-    return start, end
-
-
 def _decode_span(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
-    start, end = _span_logits(outputs)
-    contexts = {ex.example_id: _Located(ex.context) for ex in examples}
-    offsets_s = [cols.row("offset_start", i) for i in range(len(cols))]
-    offsets_e = [cols.row("offset_end", i) for i in range(len(cols))]
+    contexts = {ex.example_id: ex.context for ex in examples}
     t = ckpt.cfg.training
-    texts, diffs = postprocess_span(start, end, cols.example_ids, offsets_s, offsets_e, contexts,
-                                    t.n_best_size, t.max_answer_length)
+    spans, diffs = span_answers(outputs, cols, contexts, t.n_best_size, t.max_answer_length)
     for ex in examples:
-        best, diff = texts[ex.example_id], diffs[ex.example_id]
-        found = isinstance(best, _Piece) and best.start is not None
-        span = {"text": str(best), "start": best.start, "end": best.end} if found else None
-        evidence = found and diff <= cfg.null_threshold
+        best, diff = spans[ex.example_id], diffs[ex.example_id]
+        span = {"text": ex.context[best[0]:best[1]], "start": best[0], "end": best[1]} if best else None
+        evidence = best is not None and diff <= cfg.null_threshold
         yield {"post_id": ex.group, "symptom": ex.symptom, "evidence": evidence,
                **(span if evidence else {"text": None, "start": None, "end": None}),
                "null_score_diff": diff, "best_span": span}
 
 
 def _decode_span_crf(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
-    found: dict[str, dict[tuple[int, int], float]] = {}
-    for i, (tags, margin) in enumerate(outputs):
-        token_spans = bio_to_token_spans(tags.tolist())
-        chars = token_spans_to_chars(token_spans, cols.row("offset_start", i), cols.row("offset_end", i))
-        spans = found.setdefault(cols.example_ids[i], {})
-        for (first, last), char_span in zip(token_spans, chars, strict=True):  # windows overlap: keep the best
-            spans[char_span] = max(spans.get(char_span, -np.inf), float(margin[first:last + 1].mean()))
+    found = crf_spans(outputs, cols)
     for ex in examples:
         spans = sorted(found.get(ex.example_id, {}).items())
         yield {"post_id": ex.group, "symptom": ex.symptom, "evidence": bool(spans),
