@@ -27,13 +27,14 @@ def resolve_model(name: str, texts: Callable[[], list[str]], cache_dir: str | Pa
     """``tiny`` -> its cached directory (built from ``texts()`` if missing); a local dir or hub name as is.
 
     ``texts`` is a callable so the corpus is only read when the tiny model is actually needed.
+    Directories come back absolute: Ray workers load the model from another working directory.
     """
     if name == TINY:
         from data_prep.tiny import tiny_model_dir
 
-        return str(tiny_model_dir(texts(), cache_dir))
+        return str(tiny_model_dir(texts(), Path(cache_dir).expanduser().resolve()))
     if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+        return str(Path(name).expanduser().resolve())
     return name
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from data_prep.config import DataConfig, FeaturesConfig, doc
+from data_prep.config import FeaturesConfig, doc
 from data_prep.errors import ConfigError
 from trainable.config import TrainConfig, TrainingConfig, validate_train
 
@@ -54,10 +54,6 @@ class SweepSection:
     verbose: int = doc("Tune's progress output: 0 silent, 1 status tables", 1)
 
 
-def _demo_data() -> DataConfig:
-    return DataConfig(demo_posts=200)
-
-
 def _short_features() -> FeaturesConfig:
     return FeaturesConfig(max_length=128, doc_stride=32)
 
@@ -72,7 +68,6 @@ class SweepConfig(TrainConfig):
                     "CPU budget, while the span heads need a pretrained encoder; see README)", "pair")
     out_dir: str = doc("run directory: Tune's trials, summary.json, trials.parquet, plots, best_checkpoint",
                        "runs/sweep")
-    data: DataConfig = doc("data source", factory=_demo_data)
     features: FeaturesConfig = doc("tokenization settings (the space may vary them)", factory=_short_features)
     training: TrainingConfig = doc("training settings every trial starts from", factory=_short_training)
     resume: str | None = doc("continue an interrupted sweep: its run directory, or true for out_dir", None)

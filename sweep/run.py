@@ -85,6 +85,7 @@ def load_config(argv: list[str]):
     elif (Path(cfg.out_dir) / STAGE1).exists():
         raise ConfigError("out_dir", f"{cfg.out_dir} already holds a sweep; continue it with resume=true, "
                                      "or give a new out_dir")
+    absolute_paths(cfg)
     validate_sweep(cfg)
     space = resolve_space(cfg)
     dists = to_distributions(space, cfg)
@@ -93,13 +94,24 @@ def load_config(argv: list[str]):
     return cfg, dists
 
 
+def absolute_paths(cfg) -> None:
+    """Trials run in Ray's own working directories (and on other nodes): relative paths would
+    point elsewhere there, so every path in the config is made absolute here, once."""
+    cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
+    cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+    if cfg.data.dir:
+        cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
+
+
 def resumed_config(cfg):
     """The run's saved config; an override that contradicts it is an error, not a silent change."""
     run_dir = Path(cfg.out_dir if str(cfg.resume).lower() in ("true", "yes", "1") else cfg.resume)
     saved = run_config(run_dir)
     overridden = set(leaf_diff(cfg, OmegaConf.structured(SweepConfig)))
     ignore = ("resume", "out_dir", "sweep.space.")
-    conflicts = {k: v for k, v in leaf_diff(cfg, saved).items()
+    given = cfg.copy()
+    absolute_paths(given)  # the saved paths are absolute
+    conflicts = {k: v for k, v in leaf_diff(given, saved).items()
                  if k in overridden and not k.startswith(ignore)}
     if cfg.sweep.space and resolve_space(cfg) != resolve_space(saved):
         conflicts["sweep.space"] = ("your overrides", "the saved space")
@@ -397,6 +409,12 @@ def main(argv: list[str]) -> None:
         signal.signal(signal.SIGTERM, previous)
     print(leaderboard(summary))
     print(f"sweep: outputs in {cfg.out_dir} (tensorboard --logdir {cfg.out_dir})")
+    if summary.get("best") is None:
+        errors = [t["error"] for t in summary.get("trials", []) if t.get("error")]
+        first = errors[0].strip().splitlines()[-1] if errors else "no trial reported a result"
+        print(f"error: no trial finished an epoch ({len(errors)} errored); the first error: {first}",
+              file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,11 @@ def test_cli_bad_annotation_names_file_row_and_field(tmp_path):
     done = run_cli("data.name=redsm5", f"data.dir={data}", f"cache_dir={tmp_path}", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "redsm5_annotations.csv, row 3, field 'status'" in done.stderr
+
+
+def test_a_relative_cache_dir_gives_an_absolute_model_dir(tmp_path, monkeypatch):
+    """Ray workers load the model from their own working directory."""
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(PrepConfig, ["cache_dir=rel-cache", "data.demo_posts=20", "task=pair"], "data_prep", "")
+    model = Path(prepare_features(config, verbose=False).meta["model"])
+    assert model.is_absolute() and model.is_dir() and model.is_relative_to(tmp_path)

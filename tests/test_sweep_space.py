@@ -212,3 +212,12 @@ def test_the_command_line_rejects_a_bad_space_with_status_2_before_starting_ray(
     help_proc = subprocess.run([sys.executable, "-m", "sweep.run", "--help"], capture_output=True, text=True,
                                timeout=120)
     assert help_proc.returncode == 0 and "sweep.num_samples" in help_proc.stdout
+
+
+def test_paths_reach_the_trials_absolute(tmp_path, monkeypatch):
+    """Trials run in Ray's working directories, where a relative path points elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    cfg, _ = load_config(["task=span", "out_dir=runs/s", "cache_dir=.c", "data.dir=data"])
+    assert cfg.out_dir == str(tmp_path / "runs" / "s") and cfg.cache_dir == str(tmp_path / ".c")
+    assert cfg.data.dir == str(tmp_path / "data")
