@@ -14,11 +14,9 @@ from omegaconf import OmegaConf
 from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.errors import UserError
 from data_prep.pipeline import prepare_features
-from trainable.batching import columns_from_table
-from trainable.checkpoint import load_model
 from trainable.config import PRIMARY_METRIC, TrainConfig, validate_train
-from trainable.evaluation import evaluate
-from trainable.loop import amp_dtype, autocast_context, check_resume_task, choose_device, train_loop
+from trainable.evaluate import evaluate_checkpoint, load_checkpoint
+from trainable.loop import check_resume_task, train_loop
 from trainable.session import LocalSession
 
 DESCRIPTION = """
@@ -48,12 +46,10 @@ def run(cfg) -> dict:
 
 
 def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:
-    device = choose_device(cfg)
-    model, meta, _ = load_model(checkpoint, device)
-    autocast = autocast_context(device, amp_dtype(cfg.training.amp, device))
-    result = evaluate(model, columns_from_table(fs.features["test"]), fs.examples["test"], cfg,
-                      device=device, autocast=autocast, pad_token_id=fs.meta["tokenizer"]["pad_token_id"])
-    metrics = {"checkpoint_epoch": meta["epoch"], "loss": result.loss, **result.metrics}
+    """The best checkpoint on the test split, loaded and scored as ``trainable.evaluate`` does."""
+    ckpt = load_checkpoint(checkpoint, device=cfg.training.device)
+    result = evaluate_checkpoint(ckpt, fs, "test")
+    metrics = {"checkpoint_epoch": ckpt.meta["epoch"], "loss": result.loss, **result.metrics}
     (out / TEST_METRICS).write_text(json.dumps(metrics, indent=1))
     return metrics
 
