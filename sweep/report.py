@@ -18,7 +18,8 @@ from sweep.summary import SPACE_FILE, leaderboard, write_summary
 DESCRIPTION = """
 Print the leaderboard of a sweep (python -m sweep.run) and rewrite its summary.json,
 trials.parquet, best_checkpoint/ and plots from the trial directories on disk. Works on a
-finished, interrupted or still running sweep.
+finished, interrupted or still running sweep. summary.json is checked against its JSON Schema
+(sweep/schemas/summary.schema.json) first and not written when it would break it.
 """
 
 

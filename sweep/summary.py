@@ -22,6 +22,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from data_prep.errors import UserError
+from sweep.schema import validate_summary
 
 SEARCH_STAGES = ("search", "stage2")
 RETRAIN = "retrain"
@@ -245,6 +246,7 @@ def retrain_summary(records: list[TrialRecord]) -> dict[str, Any] | None:
 def build_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord]]:
     """summary.json's content and the search trials' records, from what is on disk."""
     from trainable.config import PRIMARY_METRIC
+    from trainable.evaluate import json_safe  # NaN/inf (a loss over no rows) become null
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
@@ -269,7 +271,7 @@ def build_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord
         "test": json.loads(test_path.read_text()) if test_path.is_file() else None,
         "space": space,
     }
-    return summary, records
+    return json_safe(summary), records
 
 
 def write_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord]]:
@@ -279,7 +281,8 @@ def write_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord
     best = best_trial(records)
     if best is not None and copy_best_checkpoint(run_dir, best) is not None:
         summary["best"]["checkpoint"] = str(run_dir / BEST_CHECKPOINT)
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    validate_summary(summary)
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str, allow_nan=False))
     frame = pd.DataFrame([r.row() for r in records])
     frame.to_parquet(run_dir / TRIALS_FILE, index=False)
     return summary, records
