@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
@@ -20,6 +21,7 @@ from trainable.config import TrainConfig, TrainingConfig, validate_train
 SCHEDULERS = ("asha", "fifo")
 REAL_DATASETS = ("redsm5", "squad_v2")
 DEFAULT_RETRAIN_SEEDS = 3
+SQLITE = "sqlite:///"
 
 
 @dataclass
@@ -54,6 +56,16 @@ class SweepSection:
     verbose: int = doc("Tune's progress output: 0 silent, 1 status tables", 1)
 
 
+@dataclass
+class TrackingSection:
+    mlflow: bool = doc("log every trial (params, per-epoch metrics, resolved config, best checkpoint) to MLflow; "
+                       "needs pip install '.[mlflow]'. When MLflow or its store fails, one warning, no tracking", False)
+    tracking_uri: str = doc(
+        "MLflow store: sqlite:///mlflow.db (a relative sqlite path or plain directory is resolved against "
+        "out_dir, so the store stays with the run), sqlite:////abs/path.db, or http(s)://server", "sqlite:///mlflow.db")
+    experiment: str | None = doc("MLflow experiment name (default: the name of out_dir)", None)
+
+
 def _short_features() -> FeaturesConfig:
     return FeaturesConfig(max_length=128, doc_stride=32)
 
@@ -72,6 +84,7 @@ class SweepConfig(TrainConfig):
     training: TrainingConfig = doc("training settings every trial starts from", factory=_short_training)
     resume: str | None = doc("continue an interrupted sweep: its run directory, or true for out_dir", None)
     sweep: SweepSection = doc("search, budget and trial resources", factory=SweepSection)
+    tracking: TrackingSection = doc("optional experiment tracking (MLflow)", factory=TrackingSection)
 
 
 def is_real_run(cfg: Any) -> bool:
@@ -129,6 +142,36 @@ def validate_sweep(cfg: Any) -> None:
                           f"must not exceed sweep.num_samples ({s.num_samples}); got {s.top_k}")
     if s.space_file is not None and not Path(s.space_file).is_file():
         raise ConfigError("sweep.space_file", f"no such file: {s.space_file}")
+    validate_tracking(cfg.tracking)
+
+
+def resolve_tracking_uri(uri: str, out_dir: str | Path) -> str:
+    """An absolute tracking URI: a relative sqlite path or plain directory is taken from out_dir.
+
+    Relative to out_dir (not the cwd) because a sweep submitted with ``ray job submit`` runs in a
+    temporary working directory, and so the store stays with the run it describes.
+    """
+    if not uri.strip():
+        return uri
+    if uri.startswith(SQLITE):
+        path = uri[len(SQLITE):]
+        if not path or path == ":memory:":
+            return uri
+        return SQLITE + str((Path(out_dir) / Path(path).expanduser()).resolve())
+    if not urlparse(uri).scheme:  # a plain path: MLflow's file store
+        return str((Path(out_dir) / Path(uri).expanduser()).resolve())
+    return uri
+
+
+def validate_tracking(t: Any) -> None:
+    """Only the form: whether the store can be opened is found out (and warned about) at run time."""
+    if not str(t.tracking_uri).strip():
+        raise ConfigError("tracking.tracking_uri", "is empty; give e.g. sqlite:///mlflow.db")
+    if t.tracking_uri.startswith("sqlite:") and not t.tracking_uri.startswith("sqlite:///"):
+        raise ConfigError("tracking.tracking_uri", f"a sqlite store is sqlite:///relative.db or "
+                                                   f"sqlite:////absolute/path.db; got {t.tracking_uri!r}")
+    if t.experiment is not None and not str(t.experiment).strip():
+        raise ConfigError("tracking.experiment", "is empty; give a name, or leave it unset for out_dir's name")
 
 
 def train_dict(cfg: Any) -> dict[str, Any]:

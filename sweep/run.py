@@ -25,6 +25,7 @@ from data_prep.errors import ConfigError
 from sweep.config import (
     SweepConfig,
     leaf_diff,
+    resolve_tracking_uri,
     retrain_seed_count,
     startup_trials,
     train_dict,
@@ -101,6 +102,7 @@ def absolute_paths(cfg) -> None:
     cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
     if cfg.data.dir:
         cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
+    cfg.tracking.tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.out_dir)
 
 
 def resumed_config(cfg):
@@ -235,6 +237,8 @@ def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num
     """One Tune experiment under run_dir/name; continues it when it already exists."""
     from ray import tune
 
+    from sweep import tracking
+
     exp = run_dir / name
     if tune.Tuner.can_restore(str(exp)):
         print(f"sweep: resuming {exp}")
@@ -247,7 +251,8 @@ def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num
                                         max_concurrent_trials=concurrency,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=name, storage_path=str(run_dir), verbose=cfg.sweep.verbose,
-                                      callbacks=[_first_result_callback(run_dir)],
+                                      callbacks=[_first_result_callback(run_dir),
+                                                 *tracking.callbacks(cfg, run_dir, name)],
                                       failure_config=tune.FailureConfig(max_failures=0)))
     tuner.fit()
     states = trial_states(exp)
@@ -370,6 +375,7 @@ def prepare_run(cfg, dists) -> Prepared:
 def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
     """Search (and the extras that are on), then the summary; returns it."""
     from sweep.report import refresh
+    from sweep.tracking import record_best
 
     run_dir, concurrency = prepared.run_dir, prepared.concurrency
     trainable = trainable_for(cfg, prepared.shared)
@@ -382,7 +388,9 @@ def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
     if cfg.sweep.final_test:
         final_test(cfg, run_dir, prepared.shared)
     update_timings(run_dir, finished_at=time.time())
-    return refresh(run_dir)
+    summary = refresh(run_dir)
+    record_best(cfg, summary)
+    return summary
 
 
 def run(cfg, dists) -> dict[str, Any]:
