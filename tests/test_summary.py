@@ -48,7 +48,7 @@ def fake_trial(config):
 @pytest.fixture(scope="module")
 def ray_local():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    ray.init(num_cpus=2, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never an unrelated running Ray
     yield
     ray.shutdown()
 
