@@ -64,7 +64,8 @@ class FeaturesConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = doc("Hugging Face model name, local directory, or 'tiny' (built offline)", "tiny")
+    name: str = doc("Hugging Face model name, local directory, or a model built offline from the corpus: "
+                   "'tiny' (small BERT) | 'tiny-deberta' (small DeBERTa-v3-shaped model)", "tiny")
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The offline ``tiny`` model: a WordPiece tokenizer trained on the corpus and a small random BERT.
+"""The offline built-in models: a WordPiece tokenizer trained on the corpus and a small random encoder.
 
-It lets every command run with no network and no downloaded weights (CI, laptops, demos) while
-going through exactly the code path of a real Hugging Face model: the directory it writes loads
-with ``AutoTokenizer.from_pretrained`` / ``AutoModel.from_pretrained``.
+``tiny`` is a small BERT; ``tiny-deberta`` is a DeBERTa-v3-shaped model of the same size (relative
+attention, no absolute positions, no token types), so the DeBERTa code paths run offline too. They
+let every command run with no network and no downloaded weights (CI, laptops, demos) while going
+through exactly the code path of a real Hugging Face model: the directory written loads with
+``AutoTokenizer.from_pretrained`` / ``AutoModel.from_pretrained``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,35 @@ TINY_SETTINGS = {
     "intermediate_size": 256,
     "max_position_embeddings": MODEL_MAX_LENGTH,
 }
+# What microsoft/deberta-v3-base's config sets beyond the sizes (relative attention with log buckets,
+# shared keys, no absolute position or token type embeddings).
+DEBERTA_V3_SETTINGS = {
+    "relative_attention": True,
+    "position_buckets": 256,
+    "max_relative_positions": -1,
+    "norm_rel_ebd": "layer_norm",
+    "share_att_key": True,
+    "pos_att_type": ["p2c", "c2p"],
+    "position_biased_input": False,
+    "type_vocab_size": 0,
+    "layer_norm_eps": 1e-7,
+}
+TINY = "tiny"
+# Built-in model name -> its settings beyond TINY_SETTINGS (all of it goes into the fingerprint).
+BUILTIN_MODELS: dict[str, dict] = {
+    TINY: {},  # BERT; empty so the fingerprints of existing tiny directories stay valid
+    "tiny-deberta": {"architecture": "deberta-v2", **DEBERTA_V3_SETTINGS},
+}
+
+
+def is_builtin_model(name: str) -> bool:
+    """``model.name`` values built offline from the corpus rather than loaded from a dir or the hub."""
+    return name in BUILTIN_MODELS
+
+
+def _check_builtin(name: str) -> None:
+    if not is_builtin_model(name):  # a programming error: callers check is_builtin_model first
+        raise ValueError(f"not a built-in model: {name!r} (known: {', '.join(BUILTIN_MODELS)})")
 
 
 def _pipeline(vocab: dict[str, int] | None = None):
@@ -79,48 +110,61 @@ def _training_corpus(texts: Iterable[str]) -> list[str]:
     return [str(t) for t in texts] + list(criteria().values())
 
 
-def _write(corpus: list[str], out_dir: Path, seed: int, vocab_size: int) -> None:
+def _model_config(name: str, vocab_size: int, pad_token_id: int):
+    from transformers import BertConfig, DebertaV2Config
+
+    settings = dict(BUILTIN_MODELS[name])
+    config_class = {"bert": BertConfig, "deberta-v2": DebertaV2Config}[settings.pop("architecture", "bert")]
+    return config_class(vocab_size=vocab_size, pad_token_id=pad_token_id, **TINY_SETTINGS, **settings)
+
+
+def _write(name: str, corpus: list[str], out_dir: Path, seed: int, vocab_size: int) -> None:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import AutoModel, BertTokenizerFast
 
     backend = _train_wordpiece(corpus, vocab_size)
     tokenizer = BertTokenizerFast(tokenizer_object=backend, model_max_length=MODEL_MAX_LENGTH,
                                   pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                                   sep_token="[SEP]", mask_token="[MASK]")
     tokenizer.save_pretrained(out_dir)
-    config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_SETTINGS)
+    config = _model_config(name, len(tokenizer), tokenizer.pad_token_id)
     with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's RNG
         torch.manual_seed(seed)
-        model = BertModel(config)
+        model = AutoModel.from_config(config)
     model.save_pretrained(out_dir)
 
 
 def build_tiny_model(
-    texts: Iterable[str], out_dir: str | Path, seed: int = 0, vocab_size: int = 4000
+    texts: Iterable[str], out_dir: str | Path, seed: int = 0, vocab_size: int = 4000, name: str = TINY
 ) -> Path:
-    """Write the tiny tokenizer + model to ``out_dir`` atomically (temp dir, then rename).
+    """Write the built-in model ``name``'s tokenizer + weights to ``out_dir`` atomically (temp dir,
+    then rename).
 
     The final directory only ever appears complete (with the COMPLETE marker); when another
     process finished the same directory first, its equivalent copy is kept.
     """
+    _check_builtin(name)
     with atomic_dir(out_dir) as tmp:
-        _write(_training_corpus(texts), tmp, seed, vocab_size)
+        _write(name, _training_corpus(texts), tmp, seed, vocab_size)
     return Path(out_dir)
 
 
-def tiny_fingerprint(texts: Iterable[str], seed: int = 0, vocab_size: int = 4000) -> str:
-    """Identifies a tiny model: its training corpus (texts + criteria) and every recipe setting."""
+def tiny_fingerprint(texts: Iterable[str], seed: int = 0, vocab_size: int = 4000, name: str = TINY) -> str:
+    """Identifies a built-in model: its training corpus (texts + criteria) and every recipe setting."""
+    _check_builtin(name)
     h = hashlib.sha256()
-    settings = {"recipe": RECIPE_VERSION, "seed": seed, "vocab_size": vocab_size, **TINY_SETTINGS}
+    settings = {"recipe": RECIPE_VERSION, "seed": seed, "vocab_size": vocab_size, **TINY_SETTINGS,
+                **BUILTIN_MODELS[name]}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for text in _training_corpus(texts):
         h.update(b"\x00" + text.encode("utf-8"))
     return h.hexdigest()[:16]
 
 
-def tiny_model_dir(texts: list[str], cache_dir: str | Path, seed: int = 0, vocab_size: int = 4000) -> Path:
-    """``<cache_dir>/models/tiny-<fingerprint>``, built on first use."""
-    path = Path(cache_dir) / "models" / f"tiny-{tiny_fingerprint(texts, seed, vocab_size)}"
+def tiny_model_dir(texts: list[str], cache_dir: str | Path, seed: int = 0, vocab_size: int = 4000,
+                   name: str = TINY) -> Path:
+    """``<cache_dir>/models/<name>-<fingerprint>``, built on first use."""
+    path = Path(cache_dir) / "models" / f"{name}-{tiny_fingerprint(texts, seed, vocab_size, name)}"
     if not is_complete(path):
-        build_tiny_model(texts, path, seed=seed, vocab_size=vocab_size)
+        build_tiny_model(texts, path, seed=seed, vocab_size=vocab_size, name=name)
     return path

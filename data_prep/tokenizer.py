@@ -14,25 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.errors import UserError
+from data_prep.tiny import is_builtin_model, tiny_model_dir
 
-TINY = "tiny"
 _OFFLINE_FIX = (
     "Download the model on a machine with network access (e.g. `hf download {name}` or "
     "AutoTokenizer/AutoModel .save_pretrained(DIR)), copy the directory here and pass "
-    "model.name=/path/to/dir, or use model.name=tiny (built offline from the corpus)."
+    "model.name=/path/to/dir, or use model.name=tiny or tiny-deberta (built offline from the corpus)."
 )
 
 
 def resolve_model(name: str, texts: Callable[[], list[str]], cache_dir: str | Path) -> str:
-    """``tiny`` -> its cached directory (built from ``texts()`` if missing); a local dir or hub name as is.
+    """A built-in model (``tiny``, ``tiny-deberta``) -> its cached directory (built from ``texts()`` if
+    missing); a local dir or hub name as is.
 
-    ``texts`` is a callable so the corpus is only read when the tiny model is actually needed.
+    ``texts`` is a callable so the corpus is only read when a built-in model is actually needed.
     Directories come back absolute: Ray workers load the model from another working directory.
     """
-    if name == TINY:
-        from data_prep.tiny import tiny_model_dir
-
-        return str(tiny_model_dir(texts(), Path(cache_dir).expanduser().resolve()))
+    if is_builtin_model(name):
+        return str(tiny_model_dir(texts(), Path(cache_dir).expanduser().resolve(), name=name))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
     return name

@@ -27,6 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from data_prep.errors import UserError
 from data_prep.featureset import FeatureSet
+from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
 from trainable.batching import BucketBatchSampler, Collator, columns_from_table
 from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
@@ -107,8 +108,8 @@ def load_features(config: dict, cfg, verbose: bool) -> FeatureSet:
 
 
 def model_source(cfg, fs: FeatureSet) -> str:
-    """The encoder to load: the features' resolved model for tiny (its built dir), else model.name."""
-    return fs.meta["model"] if cfg.model.name == "tiny" else cfg.model.name
+    """The encoder to load: for a built-in model (tiny, tiny-deberta) its built dir, else model.name."""
+    return fs.meta["model"] if is_builtin_model(cfg.model.name) else cfg.model.name
 
 
 def check_resume_task(cfg, resume: str) -> dict:

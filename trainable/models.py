@@ -2,17 +2,20 @@
 
 The head computes its loss in float32 (outside autocast's low precision) so bf16/fp16 runs
 stay stable; ``forward`` returns a dict so DDP and torch.compile see one module.
+
+What differs between encoder families is decided here, from the encoder's config and class:
+the attention implementation (``attention_implementation``) and whether token type ids are fed
+(``takes_token_type_ids``). Features and batches carry token type ids whenever the tokenizer
+emits them; the model drops them when the encoder has no token type embeddings.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from data_prep.errors import UserError
+from data_prep.errors import ConfigError, UserError
 from trainable.crf import CRF
 from trainable.losses import focal_loss
 
@@ -32,7 +35,7 @@ def encoder_config(name_or_dir: str, dropout: float | None = None) -> Pretrained
             f"fetched from the Hugging Face hub (offline, or no such model; {str(e).splitlines()[0]}). "
             "Point model.name at a local directory holding config.json, the weights and the "
             "tokenizer files (e.g. one written by save_pretrained), download it while online, "
-            "or use model.name=tiny."
+            "or use model.name=tiny (or tiny-deberta)."
         ) from None
     if dropout is not None:
         for name in HIDDEN_DROPOUT + ATTENTION_DROPOUT:
@@ -41,14 +44,32 @@ def encoder_config(name_or_dir: str, dropout: float | None = None) -> Pretrained
     return config
 
 
-def _load_encoder(name_or_dir: str, config: PretrainedConfig, pretrained: bool) -> nn.Module:
-    """SDPA attention where the architecture supports it, else its default attention."""
+def attention_implementation(config: PretrainedConfig) -> str | None:
+    """``sdpa`` when the encoder class implements it (BERT, RoBERTa, ELECTRA, ...), else ``eager``
+    (DeBERTa-v2/v3 has only its own attention); None (transformers' default) for a config the
+    auto classes do not map, e.g. remote code."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
     try:
-        encoder = _from(name_or_dir, config, pretrained, attn_implementation="sdpa")
-    except (ValueError, ImportError) as e:
-        warnings.warn(f"SDPA attention unavailable for {config.model_type} ({e}); using the default",
-                      stacklevel=2)
-        encoder = _from(name_or_dir, config, pretrained)
+        encoder_class = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return None
+    return "sdpa" if getattr(encoder_class, "_supports_sdpa", False) else "eager"
+
+
+def takes_token_type_ids(config: PretrainedConfig) -> bool:
+    """Whether the encoder has token type (segment) embeddings to feed.
+
+    BERT has two types. DeBERTa-v3 has ``type_vocab_size=0`` (no embedding; its tokenizer still
+    emits type ids, which transformers would replace by zeros), RoBERTa has one (type 0 only: a
+    type id 1 would index out of range), DistilBERT none (its forward takes no token_type_ids).
+    """
+    return (getattr(config, "type_vocab_size", 0) or 0) > 1
+
+
+def _load_encoder(name_or_dir: str, config: PretrainedConfig, pretrained: bool) -> nn.Module:
+    attn = attention_implementation(config)
+    encoder = _from(name_or_dir, config, pretrained, **({"attn_implementation": attn} if attn else {}))
     if getattr(encoder, "pooler", None) is not None:
         # No head uses the pooler (pair reads the [CLS] hidden state); parameters without a
         # gradient would make DDP fail ("did not receive grad"), so drop it.
@@ -70,6 +91,7 @@ class TaskModel(nn.Module):
         super().__init__()
         self.task, self.focal_gamma = task, focal_gamma
         self.encoder = encoder
+        self.uses_token_type_ids = takes_token_type_ids(encoder.config)
         hidden = encoder.config.hidden_size
         p = next((getattr(encoder.config, n) for n in HIDDEN_DROPOUT if hasattr(encoder.config, n)), 0.1)
         self.dropout = nn.Dropout(p if isinstance(p, float) else 0.1)
@@ -80,7 +102,8 @@ class TaskModel(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, start_positions=None,
                 end_positions=None, tags=None, label=None) -> dict[str, torch.Tensor]:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        use_types = token_type_ids is not None and self.uses_token_type_ids
+        kwargs = {"token_type_ids": token_type_ids} if use_types else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         hidden = self.dropout(hidden)
         if self.task == "pair":
@@ -119,5 +142,8 @@ def build_model(name_or_dir: str, task: str, *, dropout: float | None = None, fo
                         "Point model.name at a directory with config.json and model weights, "
                         "or use model.name=tiny.") from None
     if gradient_checkpointing:
-        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not encoder.supports_gradient_checkpointing:
+            raise ConfigError("training.gradient_checkpointing", f"{type(encoder).__name__} ({name_or_dir}) does "
+                              "not support it; set training.gradient_checkpointing=false")
+        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return TaskModel(encoder, task, focal_gamma, class_alpha)
