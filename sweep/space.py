@@ -29,7 +29,7 @@ from data_prep.errors import ConfigError, DataError
 from trainable.config import validate_train
 
 SPACES_DIR = Path(__file__).parent / "spaces"
-SEARCHABLE = ("training.", "features.")
+SEARCHABLE = ("training.", "features.", "augment.")
 RANGE_TYPES = ("loguniform", "uniform", "int")
 METRIC, MODE = "metric", "max"
 SpecDict = dict[str, Any]
@@ -132,8 +132,8 @@ def to_distributions(space: Mapping[str, Any], cfg: Any) -> dict[str, BaseDistri
 
 def _check_key(key: str, cfg: Any) -> None:
     if not key.startswith(SEARCHABLE):
-        raise ConfigError(f"sweep.space.{key}", "only training.* and features.* keys can be searched "
-                                                "(one sweep uses one dataset and one model)")
+        raise ConfigError(f"sweep.space.{key}", "only training.* and features.* keys (and augment.*) "
+                                                "can be searched (one sweep uses one dataset and one model)")
     missing = object()
     value = OmegaConf.select(cfg, key, default=missing)
     if value is missing or isinstance(value, DictConfig):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from data_prep.augment import AugmentConfig, validate_augment
 from data_prep.config import PrepConfig, doc, validate_prep
 from data_prep.errors import ConfigError
 
@@ -45,6 +46,8 @@ class TrainingConfig:
 class TrainConfig(PrepConfig):
     out_dir: str = doc("run directory: checkpoint, config.yaml, metrics.json, tb/", "runs/single")
     training: TrainingConfig = doc("training settings", factory=TrainingConfig)
+    augment: AugmentConfig = doc("evidence-text augmentation of the train split (off by default)",
+                                 factory=AugmentConfig)
     resume: str | None = doc("checkpoint directory to resume from", None)
 
 
@@ -76,6 +79,7 @@ def validate_train(cfg, *, check_hardware: bool = True) -> None:
         raise ConfigError("training.amp", f"must be one of {', '.join(AMP_MODES)}; got {t.amp!r}")
     if t.device not in DEVICES:
         raise ConfigError("training.device", f"must be one of {', '.join(DEVICES)}; got {t.device!r}")
+    validate_augment(cfg.augment)
     if check_hardware:
         check_device(t)
 

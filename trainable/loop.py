@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from data_prep.augment import augmented_train_features
 from data_prep.errors import UserError
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
@@ -304,6 +305,8 @@ def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> R
 def train_epoch(run: Run, epoch: int, tb: TBLogger, progress_bar: bool) -> dict[str, float]:
     """One pass over this rank's batches; returns train_loss, samples_per_s, tokens_per_s."""
     t, state = run.cfg.training, run.state
+    if run.cfg.augment.mask:
+        use_augmented_train(run, epoch)
     run.sampler.set_epoch(epoch)
     run.model.train()
     started = time.perf_counter()
@@ -330,6 +333,20 @@ def train_epoch(run: Run, epoch: int, tb: TBLogger, progress_bar: bool) -> dict[
     samples, tokens = _all_reduce_sum([samples, tokens], run.device, run.session.world_size)
     train_loss = torch.stack(losses).mean().item() if losses else float("nan")
     return {"train_loss": train_loss, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed}
+
+
+def use_augmented_train(run: Run, epoch: int) -> None:
+    """Train on this epoch's augmented features: a new sampler (lengths changed) and collator.
+
+    Every rank builds (or reads from the cache) the same table, seeded by the run's seed and the
+    epoch, so the ranks' shards still partition it; validation keeps the original features.
+    """
+    train = columns_from_table(augmented_train_features(run.fs, run.cfg.augment, run.cfg.seed, epoch,
+                                                        run.tokenizer, run.cfg.cache_dir))
+    old = run.sampler
+    run.sampler = BucketBatchSampler(train.lengths, old.batch_size, seed=old.seed, rank=old.rank,
+                                     world_size=old.world_size, chunk_batches=old.chunk_batches)
+    run.collate = Collator(train, run.collate.pad_token_id, pad_to_multiple_of=run.collate.multiple)
 
 
 def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger) -> bool:
