@@ -50,6 +50,7 @@ class TrialRecord:
     final_metric: float | None
     best_metric: float | None
     best_epoch: int | None
+    augment: str = "off"  # the trial's augmentation signature (data_prep.augment.signature)
     best_result: dict[str, float] = field(default_factory=dict)
     time_s: float = 0.0
     path: str = ""
@@ -161,11 +162,19 @@ def load_trials(run_dir: Path, experiment: str, cfg) -> list[TrialRecord]:
             error=error, epochs_run=int(history[-1]["epoch"]) if history else 0, planned_epochs=planned,
             final_metric=_num(history[-1][METRIC]) if history else None,
             best_metric=_num(best[METRIC]) if best else None,
-            best_epoch=int(best["epoch"]) if best else None,
+            best_epoch=int(best["epoch"]) if best else None, augment=trial_augment(cfg, params),
             best_result=_scalars(best) if best else {},
             time_s=float(history[-1].get("time_total_s", 0.0)) if history else 0.0,
             path=str(trial_dir), history=[{"epoch": r["epoch"], METRIC: r[METRIC]} for r in history]))
     return records
+
+
+def trial_augment(cfg, params: dict[str, Any]) -> str:
+    """The augmentation a trial trained with: the sweep's augment section with its searched keys."""
+    from data_prep.augment import signature
+
+    searched = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("augment.")}
+    return signature(OmegaConf.merge(cfg.augment, searched))
 
 
 def _id_from_dir(name: str) -> str:

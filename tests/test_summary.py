@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from omegaconf import OmegaConf
 from ray import tune
 
 from data_prep.cli import parse_config, save_config
@@ -28,6 +29,7 @@ from sweep.summary import (
     read_error,
     read_results,
     stop_reason,
+    trial_augment,
 )
 
 EPOCHS = 4
@@ -102,6 +104,7 @@ def test_summary_holds_every_trial_once_with_why_it_stopped(run_dir):
     assert {t["trial_id"] for t in stopped} <= recorded
     assert summary["counts"]["asha"] == len(stopped)
     assert summary["total_epochs"] == sum(t["epochs_run"] for t in trials)
+    assert {t["augment"] for t in trials} == {"off"}
 
 
 @pytest.mark.slow
@@ -187,3 +190,14 @@ def test_second_stage_narrows_around_the_top_configs_and_retrain_reports_mean_an
     assert result["mean"] == pytest.approx(sum(result["best_metric"]) / 3)
     assert result["std"] > 0
     assert refresh(run_dir)["num_trials"] == len(LRS) + 3  # retrain runs are not search trials
+
+
+def test_trial_augment_is_the_sweep_section_with_the_searched_keys():
+    from data_prep.augment import signature
+
+    cfg = parse_config(SweepConfig, ["augment.mask=1", "augment.delete=0.2"], "sweep.run", "")
+    assert trial_augment(cfg, {"training.lr": 1e-3}) == signature(cfg.augment)
+    searched = trial_augment(cfg, {"augment.mask": 8, "augment.typo": 0.05})
+    assert searched == signature(OmegaConf.merge(cfg.augment, {"mask": 8, "typo": 0.05}))
+    assert "typo" in searched and "delete" not in searched
+    assert trial_augment(parse_config(SweepConfig, [], "sweep.run", ""), {}) == "off"
