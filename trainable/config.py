@@ -25,7 +25,7 @@ class TrainingConfig:
     batch_size: int = doc("examples per micro-batch on each worker", 16)
     eval_batch_size: int = doc("examples per batch in evaluation", 64)
     grad_accum: int = doc("micro-batches accumulated per optimizer step", 1)
-    lr: float = doc("peak learning rate (1e-3 suits the tiny model; pretrained encoders want ~3e-5)", 1e-3)
+    lr: float = doc("peak learning rate (1e-3 suits the tiny models; pretrained encoders want ~3e-5)", 1e-3)
     weight_decay: float = doc("AdamW weight decay (not applied to biases and LayerNorm)", 0.01)
     warmup_ratio: float = doc("fraction of the optimizer steps with linear warm-up", 0.1)
     max_grad_norm: float = doc("gradient clipping norm; 0 disables clipping", 1.0)
