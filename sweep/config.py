@@ -77,7 +77,8 @@ def _short_training() -> TrainingConfig:
 @dataclass
 class SweepConfig(TrainConfig):
     task: str = doc("span | span_crf | pair (default pair: on the demo corpus the tiny model learns it within a "
-                    "CPU budget, while the span heads need a pretrained encoder; see README)", "pair")
+                    "CPU budget; the span heads want model.name=tiny-deberta or a pretrained encoder, see README)",
+                    "pair")
     out_dir: str = doc("run directory: Tune's trials, summary.json, trials.parquet, plots, best_checkpoint",
                        "runs/sweep")
     features: FeaturesConfig = doc("tokenization settings (the space may vary them)", factory=_short_features)

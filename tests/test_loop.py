@@ -95,8 +95,8 @@ def test_pair_learns(pair_run, demo_features, train_config, tmp_path):
 def test_span_heads_learn(task, train_config, demo_features, tmp_path):
     """Within 3 epochs both heads learn the no-answer decision (half of the validation examples,
     features.eval_no_answer_ratio=1) and halve the validation loss; an untrained head answers
-    nearly everywhere. (Exact evidence spans take the from-scratch tiny model longer: span_f1
-    stays 0 here.)"""
+    nearly everywhere. (Exact evidence spans are beyond the from-scratch tiny BERT on this budget:
+    span_f1 stays 0 here; see the tiny-deberta test below.)"""
     untrained = _untrained(task, demo_features, train_config, tmp_path)
     config = train_config(task, tmp_path, epochs=3, patience=0)
     train_loop(config, session=LocalSession(tmp_path), features=demo_features(task))
@@ -105,6 +105,24 @@ def test_span_heads_learn(task, train_config, demo_features, tmp_path):
     assert min(m["val_loss"] for m in history) < untrained["loss"] / 2
     if task == "span":
         assert max(m["metric"] for m in history) > untrained["f1"] + 25
+
+
+@pytest.mark.slow
+def test_span_crf_learns_evidence_spans_with_relative_attention(train_config, tmp_path):
+    """With tiny-deberta (relative positions: a token can look at its own sentence without first
+    learning what absolute positions mean) the CRF head finds the evidence sentences of the
+    default 400-post demo: exact-span F1 from 0 to above 0.5 within 8 epochs, where the tiny BERT
+    stays at 0 (README: known limit of the demo)."""
+    config = train_config("span_crf", tmp_path, epochs=8, patience=0)
+    config["data"]["demo_posts"] = 400
+    config["model"]["name"] = "tiny-deberta"
+    config["features"]["doc_stride"] = 32
+    train_loop(config, session=LocalSession(tmp_path))
+    history = _history(tmp_path)
+    assert history[0]["metric"] < 0.05  # one epoch in: no exact span yet
+    best = max(history, key=lambda m: m["metric"])
+    assert best["metric"] > 0.5
+    assert best["val_HasAns_f1"] > 60 and best["val_f1"] > 70
 
 
 def test_tensorboard_holds_steps_epochs_and_hparams(pair_run):
