@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 # Bump when the feature layout or the featurization logic changes: old entries stop matching.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 _CHUNK = 1 << 20
 
 

@@ -115,6 +115,13 @@ def _bio_tags(starts: np.ndarray, ends: np.ndarray, ctx: np.ndarray, answers) ->
     return tags
 
 
+def _targets(n: int, positions: list[int]) -> np.ndarray:
+    """1 on every gold start (or end) token of the window, on [CLS] when there is none."""
+    out = np.zeros(n, dtype=np.int8)
+    out[positions or [0]] = 1
+    return out
+
+
 def _span_window(encoding, example: QAExample, bio: bool) -> dict:
     ctx = _context_mask(encoding)
     offsets = np.asarray(encoding.offsets, dtype=np.int32).reshape(-1, 2)
@@ -122,7 +129,8 @@ def _span_window(encoding, example: QAExample, bio: bool) -> dict:
     ends = np.where(ctx, offsets[:, 1], -1).astype(np.int32)
     # The first gold answer lying wholly in this window (run_qa only looks at answers[0]): a window
     # holding a post's second evidence sentence but not its first must not be labelled no-answer.
-    first = next((t for a in example.answers if (t := _answer_tokens(starts, ends, ctx, a))), None)
+    inside = [t for a in example.answers if (t := _answer_tokens(starts, ends, ctx, a))]
+    first = inside[0] if inside else None
     row = {
         "example_id": example.example_id,
         "input_ids": np.asarray(encoding.ids),
@@ -131,6 +139,8 @@ def _span_window(encoding, example: QAExample, bio: bool) -> dict:
         "offset_end": ends,
         "start_positions": first[0] if first else 0,
         "end_positions": first[1] if first else 0,
+        "start_targets": _targets(len(offsets), [t[0] for t in inside]),
+        "end_targets": _targets(len(offsets), [t[1] for t in inside]),
     }
     if bio:
         row["tags"] = _bio_tags(starts, ends, ctx, example.answers)
@@ -163,7 +173,8 @@ def featurize_span(examples: Sequence[QAExample], tokenizer, max_length: int, do
                         return_offsets_mapping=True)
         for encoding, sample in zip(enc.encodings, enc["overflow_to_sample_mapping"], strict=True):
             rows.append(_span_window(encoding, batch[sample], bio))
-    list_types = {"token_type_ids": pa.int8(), "offset_start": pa.int32(), "offset_end": pa.int32()}
+    list_types = {"token_type_ids": pa.int8(), "offset_start": pa.int32(), "offset_end": pa.int32(),
+                  "start_targets": pa.int8(), "end_targets": pa.int8()}
     if bio:
         list_types["tags"] = pa.int8()
     return _table(rows, tokenizer, {"start_positions": pa.int32(), "end_positions": pa.int32()}, list_types)

@@ -6,7 +6,9 @@ Feature tables (one row per window for span tasks, per annotation for ``pair``):
              The attention mask is implied by the row length: rows are unpadded.
   span       offset_start, offset_end: list<int32>, character offsets into the example's context,
              -1 for question and special tokens; start_positions, end_positions: int32 token
-             indices of the gold answer in this window, both 0 ([CLS]) when it is not inside.
+             indices of the first gold answer in this window, both 0 ([CLS]) when none is inside;
+             start_targets, end_targets: list<int8>, 1 on the first/last token of every gold
+             answer inside the window (on [CLS] when none is), for the marginal-likelihood loss.
   span_crf   the span columns plus tags: list<int8>, 0=O 1=B 2=I over context tokens, -100 elsewhere.
   pair       label: int8 (annotation status); symptom_id: int8 (index in SYMPTOMS).
 Example tables (one row per example, for post-processing and evaluation):

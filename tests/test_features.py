@@ -211,7 +211,8 @@ def test_compact_dtypes(tok):
     assert span.schema == pa.schema([
         ("example_id", pa.string()), ("input_ids", pa.list_(pa.uint16())),
         ("token_type_ids", pa.list_(pa.int8())), ("offset_start", pa.list_(pa.int32())),
-        ("offset_end", pa.list_(pa.int32())), ("start_positions", pa.int32()), ("end_positions", pa.int32()),
+        ("offset_end", pa.list_(pa.int32())), ("start_targets", pa.list_(pa.int8())),
+        ("end_targets", pa.list_(pa.int8())), ("start_positions", pa.int32()), ("end_positions", pa.int32()),
     ])
     pair = featurize_pair(pair_examples([al.annotation for al in ALIGNMENTS]), tok, 64)
     assert pair.schema == pa.schema([
@@ -341,3 +342,21 @@ def test_windows_share_stride_tokens(tok):
         assert ctx_a[-STRIDE:] == ctx_b[:STRIDE]
     assert _context_bounds(windows[-1])[1] == len(ex.context)
     assert np.all(np.diff([_context_bounds(w)[0] for w in windows]) > 0)
+
+
+def test_start_end_targets_mark_every_answer_inside_the_window(tok):
+    examples = span_examples(POSTS, ALIGNMENTS, "criterion")
+    table = featurize_span(examples, tok, MAX_LEN, STRIDE)
+    by_id = {ex.example_id: ex for ex in examples}
+    two = 0
+    for w in _windows(table):
+        starts, ends = np.flatnonzero(w["start_targets"]), np.flatnonzero(w["end_targets"])
+        context = by_id[w["example_id"]].context
+        spans = {context[w["offset_start"][s]:w["offset_end"][e]] for s, e in zip(starts, ends, strict=True)}
+        if list(starts) == [0]:  # no answer inside: [CLS], as start_positions
+            assert list(ends) == [0] and w["start_positions"] == 0
+            continue
+        assert spans <= {a.text for a in by_id[w["example_id"]].answers}
+        assert w["start_positions"] == starts[0] and w["end_positions"] == ends[0]
+        two += len(starts) > 1
+    assert two >= 1  # p3/DEPRESSED_MOOD holds two evidence sentences in one window

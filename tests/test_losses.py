@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainable.losses import class_alpha, focal_loss
+from trainable.losses import class_alpha, focal_loss, marginal_nll
 
 
 def _data(n=64, c=2, seed=0):
@@ -88,3 +88,16 @@ def test_invalid_arguments():
         focal_loss(logits, targets, reduction="avg")
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         class_alpha(np.array([0, 1, 2]))
+
+
+def test_marginal_nll_is_cross_entropy_for_one_target_and_sums_the_mass_of_several():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7)
+    one = torch.zeros(3, 7, dtype=torch.int8)
+    one[torch.arange(3), torch.tensor([0, 4, 6])] = 1
+    assert marginal_nll(logits, one) == pytest.approx(float(F.cross_entropy(logits, torch.tensor([0, 4, 6]))))
+    two = one.clone()
+    two[:, 2] = 1
+    p = logits.softmax(-1)
+    expected = -(p[torch.arange(3), torch.tensor([0, 4, 6])] + p[:, 2]).log().mean()
+    assert marginal_nll(logits, two) == pytest.approx(float(expected), rel=1e-5)

@@ -15,9 +15,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-LIST_COLUMNS = ("input_ids", "token_type_ids", "offset_start", "offset_end", "tags")
+LIST_COLUMNS = ("input_ids", "token_type_ids", "offset_start", "offset_end", "tags", "start_targets",
+                "end_targets")
 SCALAR_COLUMNS = ("start_positions", "end_positions", "label", "symptom_id")
-PAD = {"input_ids": None, "token_type_ids": 0, "tags": -100, "offset_start": -1, "offset_end": -1}
+PAD = {"input_ids": None, "token_type_ids": 0, "tags": -100, "offset_start": -1, "offset_end": -1,
+       "start_targets": 0, "end_targets": 0}
 
 
 @dataclass
@@ -125,7 +127,7 @@ class Collator:
         width = int(lengths.max())
         width = -(-width // self.multiple) * self.multiple
         batch = {"attention_mask": torch.from_numpy(np.arange(width)[None, :] < lengths[:, None]).long()}
-        for name in ("input_ids", "token_type_ids", "tags"):
+        for name in ("input_ids", "token_type_ids", "tags", "start_targets", "end_targets"):
             if name not in cols.lists:
                 continue
             pad = self.pad_token_id if name == "input_ids" else PAD[name]

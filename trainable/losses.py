@@ -68,3 +68,13 @@ def class_alpha(labels: np.ndarray, num_classes: int = 2) -> torch.Tensor:
         inverse = 1.0 / counts[present]
         weights[present] = inverse * present.sum() / inverse.sum()
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def marginal_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log of the probability mass on every gold position (mean over the batch).
+
+    A window can hold several evidence sentences of one symptom; cross-entropy on the first one
+    would teach that the others are wrong. With one gold position this is cross-entropy.
+    """
+    gold = logits.float().masked_fill(targets == 0, float("-inf"))
+    return (torch.logsumexp(logits.float(), -1) - torch.logsumexp(gold, -1)).mean()

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from data_prep.errors import ConfigError, UserError
 from trainable.crf import CRF
-from trainable.losses import focal_loss
+from trainable.losses import focal_loss, marginal_nll
 
 # Dropout attribute names across encoder families (BERT/RoBERTa/DeBERTa, DistilBERT, ...).
 HIDDEN_DROPOUT = ("hidden_dropout_prob", "dropout")
@@ -101,7 +101,8 @@ class TaskModel(nn.Module):
         self.register_buffer("class_alpha", alpha.float().clone())
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, start_positions=None,
-                end_positions=None, tags=None, label=None) -> dict[str, torch.Tensor]:
+                end_positions=None, tags=None, label=None, start_targets=None,
+                end_targets=None) -> dict[str, torch.Tensor]:
         use_types = token_type_ids is not None and self.uses_token_type_ids
         kwargs = {"token_type_ids": token_type_ids} if use_types else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
@@ -123,7 +124,9 @@ class TaskModel(nn.Module):
         start = scores[..., 0].masked_fill(pad, -1e4)
         end = scores[..., 1].masked_fill(pad, -1e4)
         out = {"start_logits": start, "end_logits": end}
-        if start_positions is not None:
+        if start_targets is not None:
+            out["loss"] = (marginal_nll(start, start_targets) + marginal_nll(end, end_targets)) / 2
+        elif start_positions is not None:
             ce = nn.functional.cross_entropy
             out["loss"] = (ce(start, start_positions) + ce(end, end_positions)) / 2
         return out
