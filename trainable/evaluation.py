@@ -22,8 +22,6 @@ from trainable.metrics import bio_to_token_spans, pair_metrics, span_prf, token_
 from trainable.postprocess import best_char_spans
 from trainable.squad_metric import squad_v2_scores
 
-TARGETS = ("start_positions", "end_positions", "tags", "label")
-
 
 @dataclass
 class EvalResult:
