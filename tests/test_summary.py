@@ -7,7 +7,6 @@ leaves, not about models: one raises, ASHA stops the weak ones, the rest finish.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+import sweep_fakes
 from omegaconf import OmegaConf
 from ray import tune
+from sweep_fakes import fake_trainable, new_run_dir
 
-from data_prep.cli import parse_config, save_config
+from data_prep.cli import parse_config
 from sweep.config import SweepConfig
 from sweep.report import refresh
 from sweep.run import make_scheduler, retrain, run_stage, second_stage
@@ -37,19 +38,9 @@ LRS = [1e-3, 1e-5, 3e-3, 1e-2, 2e-5, 5e-4]
 FAILING_LR = 1e-2
 
 
-def fake_trial(config):
-    """A learning curve that peaks at lr=1e-3; one lr raises at once, like a worker out of memory."""
-    quality = 1.0 - abs(math.log10(config["training.lr"]) + 3) / 3 - config.get("seed", 0) * 1e-3
-    for epoch in range(1, EPOCHS + 1):
-        if config["training.lr"] == FAILING_LR:
-            raise RuntimeError("CUDA out of memory (simulated) in trial with lr=1e-2")
-        tune.report({"epoch": epoch, "metric": quality * epoch / EPOCHS, "val_f1": quality * epoch / EPOCHS,
-                     "train_loss": 1.0 / epoch})
-
-
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
     ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never an unrelated running Ray
     yield
     ray.shutdown()
@@ -61,12 +52,9 @@ SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
 def first_stage(tmp_path_factory, *overrides: str):
     """A grid 'search' over LRS with ASHA, as stage 1 of a sweep run directory."""
     run_dir = tmp_path_factory.mktemp("sweep-summary")
-    cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={EPOCHS}", "training.patience=0",
-                                     "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.verbose=0",
-                                     *overrides], "sweep.run", "")
-    save_config(cfg, run_dir)
+    cfg = new_run_dir(run_dir, EPOCHS, *overrides)
     (run_dir / "space.json").write_text(json.dumps(SPACE))
-    trainable = tune.with_resources(fake_trial, {"cpu": 1})
+    trainable = fake_trainable(EPOCHS, FAILING_LR)
     run_stage(cfg, run_dir, "search", trainable, concurrency=1,
               param_space={"training.lr": tune.grid_search(LRS)},
               scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sweep_fakes
 from jsonschema import Draft202012Validator
 
-from data_prep.cli import parse_config, save_config
 from data_prep.errors import UserError
-from sweep.config import SweepConfig
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
 from sweep.space import describe, resolve_space, to_distributions
 from sweep.summary import SPACE_FILE, SUMMARY_FILE
@@ -29,24 +27,9 @@ LRS = [1e-3, 1e-5, 1e-2, 3e-3]
 FAILING_LR = 1e-2
 
 
-def fake_trial(config):
-    """A curve that peaks at lr=1e-3; one lr raises at once, like a worker out of memory."""
-    from ray import tune
-
-    quality = 1.0 - abs(math.log10(config["training.lr"]) + 3) / 3 - config.get("seed", 0) * 1e-3
-    for epoch in range(1, EPOCHS + 1):
-        if config["training.lr"] == FAILING_LR:
-            raise RuntimeError("simulated failure in trial with lr=1e-2")
-        tune.report({"epoch": epoch, "metric": quality * epoch / EPOCHS, "val_f1": quality * epoch / EPOCHS,
-                     "train_loss": 1.0 / epoch})
-
-
 def new_run_dir(run_dir: Path, *overrides: str):
     """What sweep.run leaves before the first trial: config.yaml and space.json."""
-    cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={EPOCHS}", "training.patience=0",
-                                     "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.verbose=0",
-                                     *overrides], "sweep.run", "")
-    save_config(cfg, run_dir)
+    cfg = sweep_fakes.new_run_dir(run_dir, EPOCHS, *overrides)
     (run_dir / SPACE_FILE).write_text(json.dumps(describe(to_distributions(resolve_space(cfg), cfg))))
     return cfg
 
@@ -59,12 +42,12 @@ def run_dir(tmp_path_factory):
     from sweep.report import refresh
     from sweep.run import make_scheduler, retrain, run_stage
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
     ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never someone else's running cluster
     try:
         path = tmp_path_factory.mktemp("schema-run")
         cfg = new_run_dir(path, "sweep.retrain_seeds=2")
-        trainable = tune.with_resources(fake_trial, {"cpu": 1})
+        trainable = sweep_fakes.fake_trainable(EPOCHS, FAILING_LR)
         run_stage(cfg, path, "search", trainable, concurrency=1, param_space={"training.lr": tune.grid_search(LRS)},
                   scheduler=make_scheduler(cfg, path, "search", EPOCHS))
         retrain(cfg, path, refresh(path)["best"]["params"], trainable, concurrency=1)
