@@ -2,7 +2,7 @@
 
 The model pass yields one output per feature row (sharded over ranks, gathered back in row
 order); scoring is then plain NumPy on those outputs, through the post-processing and metric
-modules: span -> postprocess_span + SQuAD v2; span_crf -> Viterbi paths, BIO -> character
+modules: span -> best_char_spans + SQuAD v2; span_crf -> Viterbi paths, BIO -> character
 spans, span P/R/F1 + the same SQuAD EM/F1; pair -> softmax probabilities, pair_metrics.
 """
 

@@ -16,7 +16,6 @@ Character offsets index the post text as read from the input file.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from data_prep.symptoms import SYMPTOMS, criteria
 from data_prep.text import split_sentences
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
 from trainable.batching import Columns, columns_from_table
-from trainable.evaluate import Checkpoint, json_safe, load_checkpoint, required
+from trainable.evaluate import Checkpoint, load_checkpoint, required, write_jsonl
 from trainable.evaluation import crf_spans, model_outputs, span_answers
 
 DESCRIPTION = """
@@ -203,11 +202,14 @@ def run(cfg: DictConfig) -> Path:
     save_config(cfg, out)
     path = out / PREDICTIONS_FILE
     records = []
-    with path.open("w", encoding="utf-8") as f:
-        for record in predict_posts(ckpt, tokenizer, posts, cfg):
-            f.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
+
+    def noted(stream):  # streams to disk while keeping what the summary counts
+        for record in stream:
             records.append({k: record[k] for k in ("post_id", "symptom", "evidence", "sentence_index")
                             if k in record})
+            yield record
+
+    write_jsonl(path, noted(predict_posts(ckpt, tokenizer, posts, cfg)))
     print(summary(ckpt.meta["task"], len(posts), records))
     print(f"wrote {path}")
     return path
