@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainable.losses import class_alpha, focal_loss, marginal_nll
+from trainable.losses import class_alpha, focal_loss, inside_bce, inside_targets, marginal_nll
 
 
 def _data(n=64, c=2, seed=0):
@@ -101,3 +101,36 @@ def test_marginal_nll_is_cross_entropy_for_one_target_and_sums_the_mass_of_sever
     p = logits.softmax(-1)
     expected = -(p[torch.arange(3), torch.tensor([0, 4, 6])] + p[:, 2]).log().mean()
     assert marginal_nll(logits, two) == pytest.approx(float(expected), rel=1e-5)
+
+
+def _rows(*positions, length=10):
+    out = torch.zeros(len(positions), length, dtype=torch.int8)
+    for row, cols in enumerate(positions):
+        out[row, list(cols)] = 1
+    return out
+
+
+def test_inside_targets_cover_every_answer_token():
+    # row 0: answers at tokens 2..4 and 7..7; row 1: no answer ([CLS]); row 2: one answer to the end
+    starts = _rows((2, 7), (0,), (6,))
+    ends = _rows((4, 7), (0,), (9,))
+    expected = [[0, 0, 1, 1, 1, 0, 0, 1, 0, 0],
+                [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]]
+    assert inside_targets(starts, ends).tolist() == expected
+
+
+def test_inside_bce_sums_each_window_and_skips_cls_and_padding():
+    starts, ends = _rows((2,), (0,)), _rows((3,), (0,))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 5:] = 0
+    logits = torch.randn(2, 10)
+    target = inside_targets(starts, ends)
+    keep = mask.bool().clone()
+    keep[:, 0] = False
+    expected = F.binary_cross_entropy_with_logits(logits[keep], target[keep], reduction="sum") / 2
+    torch.testing.assert_close(inside_bce(logits, starts, ends, mask), expected)
+    changed = logits.clone()
+    changed[:, 0] += 5.0  # [CLS]
+    changed[1, 7] -= 5.0  # padding
+    torch.testing.assert_close(inside_bce(changed, starts, ends, mask), expected)

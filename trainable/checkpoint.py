@@ -25,7 +25,8 @@ from torch import nn
 from data_prep.errors import UserError
 from trainable.models import TaskModel, build_model
 
-FORMAT_VERSION = 1
+# 2: the span head has a third output (inside-the-answer logits), so a format-1 span model no longer loads.
+FORMAT_VERSION = 2
 MODEL_FILE = "model.pt"
 STATE_FILE = "training_state.pt"
 META_FILE = "meta.json"
@@ -90,7 +91,11 @@ def read_meta(path: str | Path) -> dict:
         raise UserError(f"checkpoint '{path}' is incomplete: missing {', '.join(missing)}. Give a "
                         "directory written by trainable (it holds meta.json, model.pt, config.json, "
                         f"{CONFIG_FILE} and the tokenizer files)")
-    return json.loads((path / META_FILE).read_text())
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise UserError(f"checkpoint '{path}' has format {meta.get('format')}, this version reads format "
+                        f"{FORMAT_VERSION} (the model layout changed); train it again with this version")
+    return meta
 
 
 def read_config(path: str | Path) -> dict:
@@ -102,7 +107,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ta
     meta = read_meta(path)
     config = read_config(path)
     model = build_model(str(path), meta["task"], pretrained=False,
-                        focal_gamma=config["training"]["focal_gamma"])
+                        focal_gamma=config["training"]["focal_gamma"],
+                        inside_weight=config["training"]["inside_weight"])
     model.load_state_dict(torch.load(Path(path) / MODEL_FILE, map_location="cpu", weights_only=True))
     return model.to(device).eval(), meta, config
 

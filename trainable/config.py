@@ -36,6 +36,8 @@ class TrainingConfig:
     gradient_checkpointing: bool = doc("recompute activations in backward to save memory", False)
     patience: int = doc("epochs without improvement before stopping; 0 = no early stopping", 3)
     focal_gamma: float = doc("pair: focusing parameter of the focal loss (0 = weighted CE)", 2.0)
+    inside_weight: float = doc("span: weight of the auxiliary loss on every answer token, summed per window "
+                               "(0 = start/end loss only)", 0.5)
     n_best_size: int = doc("span: start/end candidates considered per window", 20)
     max_answer_length: int = doc("span: longest answer in tokens", 64)
     log_every: int = doc("optimizer steps between train/loss log points", 10)
@@ -67,7 +69,7 @@ def validate_train(cfg, *, check_hardware: bool = True) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "n_best_size",
                 "max_answer_length", "log_every"):
         _at_least(f"training.{key}", getattr(t, key), 1)
-    for key in ("patience", "weight_decay", "max_grad_norm", "focal_gamma"):
+    for key in ("patience", "weight_decay", "max_grad_norm", "focal_gamma", "inside_weight"):
         _at_least(f"training.{key}", getattr(t, key), 0)
     if not t.lr > 0:
         raise ConfigError("training.lr", f"must be > 0; got {t.lr}")

@@ -277,7 +277,7 @@ def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> R
     train = columns_from_table(fs.features["train"])
     alpha = class_alpha(train.scalars["label"], 2) if cfg.task == "pair" else None
     model = build_model(source, cfg.task, dropout=t.dropout, focal_gamma=t.focal_gamma, class_alpha=alpha,
-                        gradient_checkpointing=t.gradient_checkpointing)
+                        gradient_checkpointing=t.gradient_checkpointing, inside_weight=t.inside_weight)
     if resume:
         load_weights(model, resume)
     model = wrap_model(model, cfg, device, session.world_size)

@@ -78,3 +78,32 @@ def marginal_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """
     gold = logits.float().masked_fill(targets == 0, float("-inf"))
     return (torch.logsumexp(logits.float(), -1) - torch.logsumexp(gold, -1)).mean()
+
+
+def inside_targets(start_targets: torch.Tensor, end_targets: torch.Tensor) -> torch.Tensor:
+    """1 on every token from a gold start through its end, from the start/end multi-hot rows.
+
+    Gold answers of one question never overlap (they are distinct sentences), so a token is inside
+    when more answers have started at or before it than have ended before it.
+    """
+    started = start_targets.long().cumsum(-1)
+    ended_before = end_targets.long().cumsum(-1) - end_targets.long()
+    return (started - ended_before > 0).float()
+
+
+def inside_bce(logits: torch.Tensor, start_targets: torch.Tensor, end_targets: torch.Tensor,
+               attention_mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of "this token is part of a gold answer", summed over each window's real
+    tokens after [CLS] and averaged over the windows.
+
+    The start/end loss teaches two positions per answer; this teaches every token of it, which is
+    what lets a small encoder learn which sentence answers the question from a few hundred posts
+    (the CRF head gets the same dense signal from its BIO tags). Summed per window like the CRF's
+    sequence log-likelihood: a per-token mean is ~100 times weaker than the start/end loss and
+    teaches next to nothing. [CLS], the no-answer position, is left to the start/end loss.
+    """
+    mask = attention_mask.bool().clone()
+    mask[:, 0] = False
+    target = inside_targets(start_targets, end_targets)
+    per_token = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    return (per_token * mask).sum() / logits.shape[0]

@@ -17,12 +17,13 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from data_prep.errors import ConfigError, UserError
 from trainable.crf import CRF
-from trainable.losses import focal_loss, marginal_nll
+from trainable.losses import focal_loss, inside_bce, marginal_nll
 
 # Dropout attribute names across encoder families (BERT/RoBERTa/DeBERTa, DistilBERT, ...).
 HIDDEN_DROPOUT = ("hidden_dropout_prob", "dropout")
 ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
-NUM_OUTPUTS = {"span": 2, "span_crf": 3, "pair": 2}
+# span: start, end and "inside the answer" (an auxiliary training signal, see losses.inside_bce)
+NUM_OUTPUTS = {"span": 3, "span_crf": 3, "pair": 2}
 
 
 def encoder_config(name_or_dir: str, dropout: float | None = None) -> PretrainedConfig:
@@ -87,9 +88,9 @@ class TaskModel(nn.Module):
     """Encoder + the task's head. ``forward(**batch)`` -> {"loss", and the head's outputs}."""
 
     def __init__(self, encoder: nn.Module, task: str, focal_gamma: float = 2.0,
-                 class_alpha: torch.Tensor | None = None):
+                 class_alpha: torch.Tensor | None = None, inside_weight: float = 0.0):
         super().__init__()
-        self.task, self.focal_gamma = task, focal_gamma
+        self.task, self.focal_gamma, self.inside_weight = task, focal_gamma, inside_weight
         self.encoder = encoder
         self.uses_token_type_ids = takes_token_type_ids(encoder.config)
         hidden = encoder.config.hidden_size
@@ -126,6 +127,9 @@ class TaskModel(nn.Module):
         out = {"start_logits": start, "end_logits": end}
         if start_targets is not None:
             out["loss"] = (marginal_nll(start, start_targets) + marginal_nll(end, end_targets)) / 2
+            if self.inside_weight:
+                inside = inside_bce(scores[..., 2], start_targets, end_targets, attention_mask)
+                out["loss"] = out["loss"] + self.inside_weight * inside
         elif start_positions is not None:
             ce = nn.functional.cross_entropy
             out["loss"] = (ce(start, start_positions) + ce(end, end_positions)) / 2
@@ -134,7 +138,7 @@ class TaskModel(nn.Module):
 
 def build_model(name_or_dir: str, task: str, *, dropout: float | None = None, focal_gamma: float = 2.0,
                 class_alpha: torch.Tensor | None = None, gradient_checkpointing: bool = False,
-                pretrained: bool = True) -> TaskModel:
+                pretrained: bool = True, inside_weight: float = 0.0) -> TaskModel:
     """The task model on ``name_or_dir``'s encoder (``pretrained=False``: same shapes, random
     weights, for loading a checkpoint's state dict)."""
     config = encoder_config(name_or_dir, dropout)
@@ -149,4 +153,4 @@ def build_model(name_or_dir: str, task: str, *, dropout: float | None = None, fo
             raise ConfigError("training.gradient_checkpointing", f"{type(encoder).__name__} ({name_or_dir}) does "
                               "not support it; set training.gradient_checkpointing=false")
         encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    return TaskModel(encoder, task, focal_gamma, class_alpha)
+    return TaskModel(encoder, task, focal_gamma, class_alpha, inside_weight)

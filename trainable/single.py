@@ -22,8 +22,10 @@ from trainable.session import LocalSession
 DESCRIPTION = """
 Train one model (task span | span_crf | pair) on one device and evaluate its best checkpoint on
 the test split. Defaults: the synthetic demo corpus and the offline tiny model, on CPU in a
-few minutes. Real data: data.name=redsm5 data.dir=DIR model.name=SpanBERT/spanbert-base-cased
-training.lr=3e-5. Resume an interrupted run with resume=OUT_DIR/checkpoint.
+few minutes (the span heads find evidence on the demo with model.name=tiny-deberta
+training.epochs=10 features.max_length=128 features.doc_stride=32). Real data: data.name=redsm5
+data.dir=DIR model.name=SpanBERT/spanbert-base-cased training.lr=3e-5. Resume an interrupted run with
+resume=OUT_DIR/checkpoint.
 """
 TEST_METRICS = "test_metrics.json"
 
