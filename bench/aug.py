@@ -30,8 +30,7 @@ from data_prep.cli import parse_config
 from data_prep.tokenizer import load_tokenizer
 from trainable.batching import BucketBatchSampler, Collator, columns_from_table
 from trainable.config import TrainConfig
-from trainable.losses import class_alpha
-from trainable.models import build_model
+from trainable.loop import task_model
 
 
 def fastest(fn, rounds: int) -> float:
@@ -50,8 +49,7 @@ def step_seconds(fs, cfg, steps: int, rounds: int) -> float:
     collate = Collator(cols, fs.meta["tokenizer"]["pad_token_id"])
     batches = [collate(rows) for rows in list(sampler)[:steps]]
     torch.manual_seed(cfg.seed)
-    alpha = class_alpha(cols.scalars["label"], 2) if cfg.task == "pair" else None
-    model = build_model(fs.meta["model"], cfg.task, class_alpha=alpha)
+    model = task_model(cfg, fs.meta["model"], cols)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr)
     model.train()
 

@@ -35,9 +35,7 @@ from data_prep.cli import parse_config
 from data_prep.featureset import FeatureSet
 from trainable.batching import PAD, BucketBatchSampler, Collator, columns_from_table
 from trainable.config import TrainConfig
-from trainable.loop import train_loop
-from trainable.losses import class_alpha
-from trainable.models import build_model
+from trainable.loop import task_model, train_loop
 from trainable.session import LocalSession
 
 VAL_EXAMPLES = 16  # validation after each epoch is not timed; keep it short
@@ -92,10 +90,7 @@ def counts(batches: Batches) -> tuple[int, int, int]:
 def fresh_model(source: str, fs: FeatureSet, cfg) -> torch.nn.Module:
     """The model the loop would build, with the loop's initial weights (seeded the same way)."""
     torch.manual_seed(cfg.seed)
-    alpha = None
-    if cfg.task == "pair":
-        alpha = class_alpha(columns_from_table(fs.features["train"]).scalars["label"], 2)
-    return build_model(source, cfg.task, class_alpha=alpha)
+    return task_model(cfg, source, columns_from_table(fs.features["train"]))
 
 
 def plain_epochs(model: torch.nn.Module, epochs: list[Batches], lr: float, warmup: Batches = ()) -> list[float]:

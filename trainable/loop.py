@@ -30,12 +30,12 @@ from data_prep.errors import UserError
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
-from trainable.batching import BucketBatchSampler, Collator, columns_from_table
+from trainable.batching import BucketBatchSampler, Collator, Columns, columns_from_table
 from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
 from trainable.config import PRIMARY_METRIC, TrainConfig, check_device, validate_train
 from trainable.evaluation import evaluate
 from trainable.losses import class_alpha
-from trainable.models import build_model
+from trainable.models import TaskModel, build_model
 from trainable.session import LocalSession, RaySession, Session
 from trainable.tensorboard import TBLogger, flat_hparams
 
@@ -259,6 +259,15 @@ class Run:
     state: Progress
 
 
+def task_model(cfg, source: str, train: Columns) -> TaskModel:
+    """The run's model with its training knobs; ``pair`` weighs its classes by their train frequencies.
+    Seed first: the head's initial weights come from the global RNG."""
+    t = cfg.training
+    alpha = class_alpha(train.scalars["label"], 2) if cfg.task == "pair" else None
+    return build_model(source, cfg.task, dropout=t.dropout, focal_gamma=t.focal_gamma, class_alpha=alpha,
+                       gradient_checkpointing=t.gradient_checkpointing, inside_weight=t.inside_weight)
+
+
 def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> Run:
     t = cfg.training
     seed_everything(cfg.seed)
@@ -275,9 +284,7 @@ def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> R
     check_compatible(cfg, fs, tokenizer_identity(tokenizer), resume)
 
     train = columns_from_table(fs.features["train"])
-    alpha = class_alpha(train.scalars["label"], 2) if cfg.task == "pair" else None
-    model = build_model(source, cfg.task, dropout=t.dropout, focal_gamma=t.focal_gamma, class_alpha=alpha,
-                        gradient_checkpointing=t.gradient_checkpointing, inside_weight=t.inside_weight)
+    model = task_model(cfg, source, train)
     if resume:
         load_weights(model, resume)
     model = wrap_model(model, cfg, device, session.world_size)
