@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from trainable.batching import Collator, columns_from_table
 from trainable.checkpoint import load_model, read_meta
 from trainable.evaluation import evaluate
-from trainable.loop import accumulate, amp_dtype, autocast_context, train_loop
+from trainable.loop import accumulate, amp_dtype, autocast_context, task_model, train_loop
 from trainable.models import build_model
 from trainable.session import LocalSession
 
@@ -52,7 +52,7 @@ def _untrained(task, demo_features, train_config, tmp_path) -> dict[str, float]:
     fs = demo_features(task)
     cfg = OmegaConf.create(train_config(task, tmp_path))
     torch.manual_seed(cfg.seed)
-    model = build_model(fs.meta["model"], task, inside_weight=cfg.training.inside_weight)
+    model = task_model(cfg, fs.meta["model"], columns_from_table(fs.features["train"]))
     result = evaluate(model, columns_from_table(fs.features["val"]), fs.examples["val"], cfg,
                       device=torch.device("cpu"), pad_token_id=fs.meta["tokenizer"]["pad_token_id"])
     return {**result.scalars, "loss": result.loss}
