@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 # Bump when the feature layout or the featurization logic changes: old entries stop matching.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: span windows cut by data_prep itself (tokenizers 0.23.2 dropped some)
 _CHUNK = 1 << 20
 
 

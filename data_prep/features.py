@@ -1,8 +1,12 @@
 """Tokenize examples into the unpadded, compact Arrow tables described in ``featureset.py``.
 
-Span tasks follow Hugging Face's run_qa recipe: question + context with ``only_second``
-truncation, overflowing windows sharing ``doc_stride`` tokens, character offsets kept only on
-context tokens. The empty question (question_mode=empty) is still tokenized as a pair with an
+Span tasks follow Hugging Face's run_qa recipe: question + context, the context cut into
+windows of ``max_length`` tokens that share ``doc_stride`` tokens, character offsets kept only on
+context tokens. The windows are cut here (``_windows``) from one untruncated encoding of the pair,
+not by the tokenizer's ``return_overflowing_tokens``: tokenizers 0.23.2 returns only the first
+overflowing window, cut short (a 315-token post gave 2 windows instead of 7), so a post's later
+windows depended on the installed version. ``_windows`` gives the windows tokenizers 0.23.3 gives,
+on every version. The empty question (question_mode=empty) is still tokenized as a pair with an
 empty first segment (``[CLS] [SEP] context [SEP]`` for BERT): the context stays sequence 1, so
 one code path finds context tokens, offsets and answers for every question mode and every
 tokenizer template, at the cost of one extra [SEP].
@@ -54,8 +58,9 @@ def _check_room(tokenizer, questions: Sequence[str], max_length: int, stride: in
                 shorter: str) -> None:
     """Fail with the config key to change when a question leaves too little room for the context.
 
-    Checked up front because the Rust tokenizer reports this as a panic (stride) or a bare
-    Exception, and only for contexts long enough to need truncation.
+    Checked up front, for the longest question of the batch, because ``_windows`` needs more
+    context tokens per window than ``stride``, and would otherwise only find out on contexts long
+    enough to need several windows.
     """
     new = [q for q in dict.fromkeys(questions) if q not in lengths]
     if new:
@@ -77,6 +82,37 @@ def _check_room(tokenizer, questions: Sequence[str], max_length: int, stride: in
 
 def _context_mask(encoding) -> np.ndarray:
     return np.array([s == 1 for s in encoding.sequence_ids], dtype=bool)
+
+
+def _windows(encoding, max_length: int, stride: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """(ids, type ids, offsets, context mask) of each window of an untruncated question + context
+    encoding: the special tokens and question around the context kept, the context cut into
+    ``room`` tokens per window, each window starting ``room - stride`` tokens after the last one,
+    the last one ending at the context's end (Rust's ``only_second`` overflow, made explicit).
+
+    Whatever the tokenizer's pair template puts before and after the context (``[CLS] q [SEP]``,
+    RoBERTa's ``</s></s>``, ...) is copied from the encoding, so no template is rebuilt here.
+    """
+    ids = np.asarray(encoding.ids)
+    types = np.asarray(encoding.type_ids, dtype=np.int8)
+    offsets = np.asarray(encoding.offsets, dtype=np.int32).reshape(-1, 2)
+    ctx = _context_mask(encoding)
+    idx = np.flatnonzero(ctx)
+    n = len(idx)
+    if len(ids) <= max_length or n == 0:
+        yield ids, types, offsets, ctx
+        return
+    first, last = int(idx[0]), int(idx[-1]) + 1
+    if last - first != n:
+        raise ValueError("the tokenizer's pair template splits the context; span windows need it in one piece")
+    room = max_length - (len(ids) - n)  # > stride: _check_room made sure
+    head, tail = np.arange(first), np.arange(last, len(ids))
+    for start in range(0, n, room - stride):
+        stop = min(start + room, n)
+        take = np.concatenate([head, np.arange(first + start, first + stop), tail])
+        yield ids[take], types[take], offsets[take], ctx[take]
+        if stop == n:
+            break
 
 
 def _answer_tokens(starts: np.ndarray, ends: np.ndarray, ctx: np.ndarray, answer) -> tuple[int, int] | None:
@@ -122,9 +158,8 @@ def _targets(n: int, positions: list[int]) -> np.ndarray:
     return out
 
 
-def _span_window(encoding, example: QAExample, bio: bool) -> dict:
-    ctx = _context_mask(encoding)
-    offsets = np.asarray(encoding.offsets, dtype=np.int32).reshape(-1, 2)
+def _span_window(window: tuple[np.ndarray, ...], example: QAExample, bio: bool) -> dict:
+    ids, types, offsets, ctx = window
     starts = np.where(ctx, offsets[:, 0], -1).astype(np.int32)
     ends = np.where(ctx, offsets[:, 1], -1).astype(np.int32)
     # The first gold answer lying wholly in this window (run_qa only looks at answers[0]): a window
@@ -133,8 +168,8 @@ def _span_window(encoding, example: QAExample, bio: bool) -> dict:
     first = inside[0] if inside else None
     row = {
         "example_id": example.example_id,
-        "input_ids": np.asarray(encoding.ids),
-        "token_type_ids": np.asarray(encoding.type_ids, dtype=np.int8),
+        "input_ids": ids,
+        "token_type_ids": types,
         "offset_start": starts,
         "offset_end": ends,
         "start_positions": first[0] if first else 0,
@@ -168,11 +203,10 @@ def featurize_span(examples: Sequence[QAExample], tokenizer, max_length: int, do
         questions = [ex.question for ex in batch]
         _check_room(tokenizer, questions, max_length, doc_stride, lengths,
                     "use a shorter question (features.question_mode=symptom or empty)")
-        enc = tokenizer(questions, [ex.context for ex in batch], truncation="only_second",
-                        max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
-                        return_offsets_mapping=True)
-        for encoding, sample in zip(enc.encodings, enc["overflow_to_sample_mapping"], strict=True):
-            rows.append(_span_window(encoding, batch[sample], bio))
+        # untruncated (verbose=False: a post longer than the model is expected); _windows cuts it
+        enc = tokenizer(questions, [ex.context for ex in batch], truncation=False, verbose=False)
+        for encoding, example in zip(enc.encodings, batch, strict=True):
+            rows.extend(_span_window(w, example, bio) for w in _windows(encoding, max_length, doc_stride))
     list_types = {"token_type_ids": pa.int8(), "offset_start": pa.int32(), "offset_end": pa.int32(),
                   "start_targets": pa.int8(), "end_targets": pa.int8()}
     if bio:

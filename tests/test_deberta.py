@@ -137,6 +137,35 @@ def test_token_type_ids_reach_only_encoders_with_type_embeddings(name, builtin):
         assert "token_type_ids" not in seen and torch.equal(logits, without)
 
 
+def _training_step(model, batch) -> int:
+    """Forward and backward; how often the first encoder layer's feed-forward ran."""
+    runs: list[int] = []
+    # a module inside the layer: the layer's own hooks stay outside the checkpoint
+    hook = model.encoder.encoder.layer[0].intermediate.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        model(**batch)["loss"].backward()
+    finally:
+        hook.remove()
+    return len(runs)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-deberta"])
+def test_gradient_checkpointing_recomputes_layers_and_keeps_the_gradients(name, builtin):
+    """training.gradient_checkpointing: in a training step every encoder layer runs again in backward
+    (its activations were not kept), and the gradients are those of a plain step (no dropout)."""
+    batch = _pair_batch(load_tokenizer(str(builtin[name])))
+    calls, grads = {}, {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # the same head weights
+        model = build_model(str(builtin[name]), "pair", dropout=0.0, gradient_checkpointing=checkpointing).train()
+        calls[checkpointing] = _training_step(model, batch)
+        grads[checkpointing] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert calls == {False: 1, True: 2}  # the forward, then its recompute in backward
+    assert grads[True].keys() == grads[False].keys() and grads[False]
+    for n, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][n], grad, msg=n)
+
+
 def test_every_deberta_parameter_gets_a_gradient(builtin):
     """DDP fails on parameters that never receive a gradient."""
     tokenizer = load_tokenizer(str(builtin["tiny-deberta"]))

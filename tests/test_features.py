@@ -344,6 +344,18 @@ def test_windows_share_stride_tokens(tok):
     assert np.all(np.diff([_context_bounds(w)[0] for w in windows]) > 0)
 
 
+def test_windows_are_full_until_the_last_and_step_room_minus_stride(tok):
+    """The windows come from the context length, room and stride alone, whatever the tokenizers
+    version (0.23.2's own overflow gave this post 2 windows, the second cut short, instead of 7)."""
+    ex = span_examples({"p2": POSTS["p2"]}, ALIGNMENTS, "empty")[SYMPTOM_ID["FATIGUE"]]
+    n = len(tok(ex.context, add_special_tokens=False)["input_ids"])
+    room = MAX_LEN - tok.num_special_tokens_to_add(pair=True)
+    windows = _windows(featurize_span([ex], tok, MAX_LEN, STRIDE))
+    assert len(windows) == 1 + -(-(n - room) // (room - STRIDE)) == 7
+    assert [len(w["input_ids"]) for w in windows[:-1]] == [MAX_LEN] * (len(windows) - 1)
+    assert sum(s >= 0 for s in windows[-1]["offset_start"]) == n - (len(windows) - 1) * (room - STRIDE)
+
+
 def test_start_end_targets_mark_every_answer_inside_the_window(tok):
     examples = span_examples(POSTS, ALIGNMENTS, "criterion")
     table = featurize_span(examples, tok, MAX_LEN, STRIDE)

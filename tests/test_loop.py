@@ -243,7 +243,7 @@ def old_format_checkpoint(pair_run, tmp_path_factory):
 BAD_INPUTS = {
     "batch_size_0": (["training.batch_size=0"], "training.batch_size"),
     "grad_accum_0": (["training.grad_accum=0"], "training.grad_accum"),
-    "fp16_on_cpu": (["training.amp=fp16"], "training.amp=bf16"),
+    "fp16_on_cpu": (["training.amp=fp16", "training.device=cpu"], "training.amp=bf16"),  # cpu: CUDA may exist
     "missing_checkpoint": (["resume={tmp}/nowhere"], "does not exist"),
     "incomplete_checkpoint": (["task=pair", "resume={broken}"], "missing model.pt"),
     "other_task_checkpoint": (["task=span", "resume={pair}"], "is a 'pair' checkpoint"),

@@ -152,5 +152,8 @@ def build_model(name_or_dir: str, task: str, *, dropout: float | None = None, fo
         if not encoder.supports_gradient_checkpointing:
             raise ConfigError("training.gradient_checkpointing", f"{type(encoder).__name__} ({name_or_dir}) does "
                               "not support it; set training.gradient_checkpointing=false")
-        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.24 calls it activation_checkpointing_enable (gradient_checkpointing_enable warns
+        # there and goes in v6); 5.17 has only gradient_checkpointing_enable. Both take the kwargs first.
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
     return TaskModel(encoder, task, focal_gamma, class_alpha, inside_weight)
