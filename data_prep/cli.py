@@ -3,12 +3,19 @@
 ``key=value`` dotted overrides (and ``--key value`` spellings) are merged into a structured
 config; ``--help`` lists every key with its default and help; a ``UserError`` becomes a
 one-paragraph message on stderr and exit status 2.
+
+A value given for a ``str`` field is the text as typed: ``training.amp=off`` is ``'off'`` (YAML
+would read ``False``), ``tracking.experiment=007`` is ``'007'``. ``null`` (or YAML's other
+spellings of it: ``~``, ``Null``, ``NULL``, an empty value) is None for an optional string and an
+error naming the key for a plain one. Every other value is read as YAML by OmegaConf, so booleans
+take ``true/false/yes/no/on/off``, numbers stay numbers and ``[64,128]`` is a list.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from data_prep.errors import ConfigError, UserError
 
 CONFIG_FILE = "config.yaml"
+NULLS = ("", "null", "Null", "NULL", "~")  # what YAML reads as null
 
 
 def _help_lines(node: Any, prefix: str = "") -> list[str]:
@@ -67,6 +75,31 @@ def _normalise(argv: Sequence[str], positional: str | None) -> list[str]:
     return out
 
 
+def _field_type(schema: type, key: str) -> Any:
+    """The declared type of a dotted key; None past the dataclasses (e.g. inside ``sweep.space``)."""
+    node: Any = schema
+    for part in key.split("."):
+        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+            return None
+        node = typing.get_type_hints(node).get(part)
+    return node
+
+
+def _overlay(schema: type, overrides: Sequence[str]) -> DictConfig:
+    """The overrides as a config: strings for ``str`` fields exactly as typed, YAML otherwise."""
+    overlay = OmegaConf.create()
+    for item in overrides:
+        key, text = item.split("=", 1)
+        declared = _field_type(schema, key)
+        if declared is str and text in NULLS:
+            raise ConfigError(key, f"needs a value, not {text!r} (see the default under --help)")
+        if declared is str or set(typing.get_args(declared)) == {str, type(None)}:
+            OmegaConf.update(overlay, key, None if text in NULLS else text)
+        else:
+            overlay.merge_with_dotlist([item])
+    return overlay
+
+
 def parse_config(
     schema: type,
     argv: Sequence[str],
@@ -81,7 +114,7 @@ def parse_config(
     overrides = _normalise(argv, positional)
     base = OmegaConf.structured(schema)
     try:
-        return OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
+        return OmegaConf.merge(base, _overlay(schema, overrides))
     except ConfigKeyError as e:
         raise ConfigError(e.full_key or "?", f"unknown key (see python -m {prog} --help)") from None
     except ValidationError as e:
