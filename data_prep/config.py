@@ -64,8 +64,9 @@ class FeaturesConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = doc("Hugging Face model name, local directory, or a model built offline from the corpus: "
-                   "'tiny' (small BERT) | 'tiny-deberta' (small DeBERTa-v3-shaped model)", "tiny")
+    name: str = doc("Hugging Face model name, local directory, or a built-in model: 'tiny' (small BERT) | "
+                   "'tiny-deberta' (small DeBERTa-v3-shaped model), both built offline from the corpus | "
+                   "'minilm' (pretrained all-MiniLM-L6-v2, needs the minilm extra)", "tiny")
 
 
 @dataclass

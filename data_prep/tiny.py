@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from data_prep.atomic import atomic_dir, is_complete
+from data_prep.pretrained import is_packaged_model
 from data_prep.symptoms import criteria
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -42,7 +43,7 @@ DEBERTA_V3_SETTINGS = {
     "layer_norm_eps": 1e-7,
 }
 TINY = "tiny"
-# Built-in model name -> its settings beyond TINY_SETTINGS (all of it goes into the fingerprint).
+# Model built from the corpus -> its settings beyond TINY_SETTINGS (all of it goes into the fingerprint).
 BUILTIN_MODELS: dict[str, dict] = {
     TINY: {},  # BERT; empty so the fingerprints of existing tiny directories stay valid
     "tiny-deberta": {"architecture": "deberta-v2", **DEBERTA_V3_SETTINGS},
@@ -50,13 +51,16 @@ BUILTIN_MODELS: dict[str, dict] = {
 
 
 def is_builtin_model(name: str) -> bool:
-    """``model.name`` values built offline from the corpus rather than loaded from a dir or the hub."""
-    return name in BUILTIN_MODELS
+    """``model.name`` values that resolve to a directory under ``cache_dir/models`` rather than being a
+    dir or hub name: built offline from the corpus (tiny, tiny-deberta) or extracted from an
+    installed package (minilm, see data_prep.pretrained).
+    """
+    return name in BUILTIN_MODELS or is_packaged_model(name)
 
 
 def _check_builtin(name: str) -> None:
-    if not is_builtin_model(name):  # a programming error: callers check is_builtin_model first
-        raise ValueError(f"not a built-in model: {name!r} (known: {', '.join(BUILTIN_MODELS)})")
+    if name not in BUILTIN_MODELS:  # a programming error: callers check which kind of built-in first
+        raise ValueError(f"not a built-in model built from the corpus: {name!r} (known: {', '.join(BUILTIN_MODELS)})")
 
 
 def _pipeline(vocab: dict[str, int] | None = None):

@@ -14,24 +14,29 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.errors import UserError
+from data_prep.pretrained import is_packaged_model, packaged_model_dir
 from data_prep.tiny import is_builtin_model, tiny_model_dir
 
 _OFFLINE_FIX = (
     "Download the model on a machine with network access (e.g. `hf download {name}` or "
     "AutoTokenizer/AutoModel .save_pretrained(DIR)), copy the directory here and pass "
-    "model.name=/path/to/dir, or use model.name=tiny or tiny-deberta (built offline from the corpus)."
+    "model.name=/path/to/dir, or use model.name=tiny or tiny-deberta (built offline from the corpus) "
+    "or minilm (pretrained, from the minilm extra)."
 )
 
 
 def resolve_model(name: str, texts: Callable[[], list[str]], cache_dir: str | Path) -> str:
-    """A built-in model (``tiny``, ``tiny-deberta``) -> its cached directory (built from ``texts()`` if
-    missing); a local dir or hub name as is.
+    """A built-in model -> its cached directory (``tiny``, ``tiny-deberta``: built from ``texts()``;
+    ``minilm``: extracted from its package; either when missing); a local dir or hub name as is.
 
-    ``texts`` is a callable so the corpus is only read when a built-in model is actually needed.
+    ``texts`` is a callable so the corpus is only read when a model built from it is actually needed.
     Directories come back absolute: Ray workers load the model from another working directory.
     """
+    cache = Path(cache_dir).expanduser().resolve()
+    if is_packaged_model(name):
+        return str(packaged_model_dir(name, cache))
     if is_builtin_model(name):
-        return str(tiny_model_dir(texts(), Path(cache_dir).expanduser().resolve(), name=name))
+        return str(tiny_model_dir(texts(), cache, name=name))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
     return name
