@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -14,7 +15,7 @@ from ray.train import CheckpointConfig, RunConfig  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from trainable.checkpoint import read_meta  # noqa: E402
-from trainable.ray_train import build_trainer  # noqa: E402
+from trainable.ray_train import build_trainer, ddp_backend  # noqa: E402
 
 FIT_TIMEOUT_S = 600
 
@@ -22,8 +23,9 @@ FIT_TIMEOUT_S = 600
 @pytest.fixture(scope="module")
 def ray_cluster():
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # address="local": a fresh instance even when another Ray runs on this machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
+    # address="local": a fresh instance even when another Ray runs on this machine. One logical
+    # GPU, for the placement of ranks that share a device.
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -66,3 +68,46 @@ def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_co
     # Each rank ran half the batches: ceil(rows / (2 workers * batch_size)) optimizer steps per epoch.
     per_epoch = math.ceil(fs.features["train"].num_rows / (2 * config["training"]["batch_size"]))
     assert [e.step for e in tb.Scalars("train/loss")] == list(range(1, 2 * per_epoch + 1))
+
+
+@pytest.mark.parametrize(("workers", "per_worker", "nccl", "expected"), [
+    (2, {"CPU": 1, "GPU": 1}, True, "nccl"),  # every rank owns a GPU
+    (4, {"CPU": 1, "GPU": 2}, True, "nccl"),
+    (2, {"CPU": 1, "GPU": 0.5}, True, "gloo"),  # two ranks may land on one GPU: NCCL refuses that
+    (2, {"CPU": 1, "GPU": 0.25}, True, "gloo"),
+    (1, {"CPU": 1, "GPU": 1}, True, "gloo"),  # one rank never communicates
+    (2, {"CPU": 1}, True, "gloo"),  # CPU workers
+    (2, {"CPU": 1, "GPU": 1}, False, "gloo"),  # torch built without NCCL
+])
+def test_ddp_backend_follows_the_layout(workers, per_worker, nccl, expected):
+    assert ddp_backend(workers, per_worker, nccl_available=nccl) == expected
+
+
+@pytest.mark.slow
+def test_two_ranks_sharing_one_gpu_get_gloo(ray_cluster, tmp_path):
+    """Two workers of half a (logical) GPU each land on the same device; their process group is gloo."""
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out = tmp_path / "ranks"
+    out.mkdir()
+
+    def probe():  # defined here so Ray ships it by value (the test module is not importable by workers)
+        import json
+
+        import ray.train
+        import torch.distributed as dist
+
+        rank = ray.train.get_context().get_world_rank()
+        seen = {"backend": dist.get_backend(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        (out / f"{rank}.json").write_text(json.dumps(seen))
+
+    trainer = TorchTrainer(
+        probe,
+        scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=True,
+                                               resources_per_worker={"CPU": 1, "GPU": 0.5}),
+        torch_config=TorchConfig(backend=ddp_backend(2, {"CPU": 1, "GPU": 0.5}, nccl_available=True)),
+        run_config=RunConfig(name="probe", storage_path=str(tmp_path / "storage")))
+    result = _fit_bounded(trainer)
+    assert result.error is None
+    seen = [json.loads((out / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert seen == [{"backend": "gloo", "gpu_ids": ["0"]}] * 2  # both ranks on the one GPU, over gloo

@@ -7,7 +7,9 @@ object store); each batch copies only its own rows into freshly padded arrays.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -139,6 +141,46 @@ class Collator:
             if name in cols.scalars:
                 batch[name] = torch.from_numpy(cols.scalars[name][rows].astype(np.int64))
         return batch
+
+
+@dataclass
+class Batch:
+    """A batch on its device, with its sample and real-token counts known on the host (no sync to count)."""
+
+    tensors: dict[str, torch.Tensor]
+    samples: int
+    tokens: int
+
+
+def prefetch(batches: Iterable[np.ndarray], collate: Collator, device: torch.device, depth: int = 2) -> Iterator[Batch]:
+    """``collate(rows)`` for the next ``depth`` batches in a background thread, copied to ``device``.
+
+    The device must never wait on the host between steps: while step i runs, the next batches
+    are already padded (numpy, off the main thread), pinned and on their way with non-blocking
+    copies, which only overlap with compute from pinned memory. Order is kept.
+    """
+    pin = device.type == "cuda"
+    lengths = collate.columns.lengths
+
+    def build(rows: np.ndarray) -> tuple[dict[str, torch.Tensor], int, int]:
+        tensors = collate(rows)
+        if pin:
+            tensors = {k: v.pin_memory() for k, v in tensors.items()}
+        return tensors, len(rows), int(lengths[rows].sum())
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate") as pool:
+        pending: deque = deque()
+        it = iter(batches)
+        for rows in it:
+            pending.append(pool.submit(build, rows))
+            if len(pending) == depth:
+                break
+        while pending:
+            tensors, samples, tokens = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(build, nxt))
+            yield Batch({k: v.to(device, non_blocking=True) for k, v in tensors.items()}, samples, tokens)
 
 
 def padding_ratio(lengths: np.ndarray, batches: list[np.ndarray]) -> float:

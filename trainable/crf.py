@@ -57,11 +57,18 @@ class CRF(nn.Module):
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.log_likelihood(emissions, tags, mask)
 
+    @torch.compiler.disable
     def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log p(tags | emissions) per row, shape [B], float32; 0 for rows without valid positions.
 
         emissions [B, T, K] (any float dtype), tags [B, T] long (anything, e.g. -100, where masked),
         mask [B, T] bool. Use ``-log_likelihood(...).mean()`` (or a sum over rows) as the loss.
+
+        Never compiled: its loop runs once per position, so dynamo would unroll it into a graph per
+        sequence length (minutes of compiling each on a GPU). Nothing here reads a device value on
+        the host, so the step it belongs to never waits: the loop runs over the whole window width
+        (masked positions carry the state through), and the tag range is checked only on CPU tensors,
+        where checking costs no synchronisation (the features' contract guarantees it elsewhere).
         """
         self._check_shapes(emissions, mask, tags)
         with torch.autocast(emissions.device.type, enabled=False):
@@ -69,7 +76,7 @@ class CRF(nn.Module):
             if em.shape[1] == 0:
                 return em.new_zeros(em.shape[0])
             tags = tags.masked_fill(~cmask, 0)
-            if bool(((tags < 0) | (tags >= self.num_tags)).any()):
+            if tags.device.type == "cpu" and bool(((tags < 0) | (tags >= self.num_tags)).any()):
                 raise ValueError(f"CRF tags at unmasked positions must be in [0, {self.num_tags}); "
                                  "mask out positions tagged -100")
             gold = self._path_score(em, tags, cmask, lengths)
@@ -120,14 +127,13 @@ class CRF(nn.Module):
 
     @staticmethod
     def _compact(em: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor | None = None):
-        """Move each row's valid positions to the front (keeping their order); trim to the longest."""
+        """Move each row's valid positions to the front (keeping their order), at the full width:
+        trimming to the longest row would read that length back to the host (a sync per step)."""
         mask = mask.bool()
         lengths = mask.sum(1)
         order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
-        width = int(lengths.max()) if mask.numel() else 0
-        order = order[:, :width]
         em = em.gather(1, order.unsqueeze(2).expand(-1, -1, em.shape[2]))
-        cmask = torch.arange(width, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
+        cmask = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
         tags = tags.long().gather(1, order) if tags is not None else None
         return em, cmask, lengths, tags
 

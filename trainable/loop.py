@@ -30,7 +30,7 @@ from data_prep.errors import UserError
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
-from trainable.batching import BucketBatchSampler, Collator, Columns, columns_from_table
+from trainable.batching import Batch, BucketBatchSampler, Collator, Columns, columns_from_table, prefetch
 from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
 from trainable.config import PRIMARY_METRIC, TrainConfig, check_device, validate_train
 from trainable.evaluation import evaluate
@@ -109,7 +109,7 @@ def load_features(config: dict, cfg, verbose: bool) -> FeatureSet:
 
 
 def model_source(cfg, fs: FeatureSet) -> str:
-    """The encoder to load: for a built-in model (tiny, tiny-deberta) its built dir, else model.name."""
+    """The encoder to load: for a built-in model (tiny, tiny-deberta, minilm) its dir, else model.name."""
     return fs.meta["model"] if is_builtin_model(cfg.model.name) else cfg.model.name
 
 
@@ -147,16 +147,25 @@ def check_compatible(cfg, fs: FeatureSet, tokenizer_ident: dict, resume: str | N
 # ---------------------------------------------------------------- model and optimisation
 
 
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` with symbolic batch size and length: bucketed dynamic padding gives each
+    batch its own shape, and a static compile would build a graph per shape (minutes each on a GPU).
+    One graph per mode (train, eval) serves them all; the CRF's sequential loop stays eager
+    (``CRF.log_likelihood`` is excluded from compilation)."""
+    # Backend failures surface at the first call; let dynamo fall back to eager there too.
+    torch._dynamo.config.suppress_errors = True
+    try:
+        return torch.compile(model, dynamic=True)
+    except Exception as e:  # noqa: BLE001 - any compile failure means eager, with a warning
+        warnings.warn(f"torch.compile failed ({e}); training eagerly", stacklevel=2)
+        return model
+
+
 def wrap_model(model: torch.nn.Module, cfg, device: torch.device, world_size: int) -> torch.nn.Module:
     """compile (before DDP, so DDP's hooks stay outside the graph), then DDP when distributed."""
     model.to(device)
     if cfg.training.compile:
-        # Backend failures surface at the first call; let dynamo fall back to eager there too.
-        torch._dynamo.config.suppress_errors = True
-        try:
-            model = torch.compile(model)
-        except Exception as e:  # noqa: BLE001 - any compile failure means eager, with a warning
-            warnings.warn(f"torch.compile failed ({e}); training eagerly", stacklevel=2)
+        model = compile_model(model)
     if world_size > 1:
         if device.type == "cuda":
             import ray.train.torch
@@ -180,10 +189,6 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def accumulate(model: torch.nn.Module, micro_batches: list[dict], scaler, autocast) -> torch.Tensor:
@@ -309,6 +314,17 @@ def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> R
                optimizer, scheduler, scaler, sampler, collate, state)
 
 
+def train_step(run: Run, window: list[Batch]) -> torch.Tensor:
+    """One optimizer step over an accumulation window; the window's mean loss stays on the device.
+
+    Nothing here reads a device value on the host (with bf16 or no AMP: fp16's GradScaler checks
+    for infs on the host by design), so the host runs ahead queueing the next steps.
+    """
+    loss = accumulate(run.model, [b.tensors for b in window], run.scaler, run.autocast)
+    optimizer_step(run.model, run.optimizer, run.scheduler, run.scaler, run.cfg.training.max_grad_norm)
+    return loss
+
+
 def train_epoch(run: Run, epoch: int, tb: TBLogger, progress_bar: bool) -> dict[str, float]:
     """One pass over this rank's batches; returns train_loss, samples_per_s, tokens_per_s."""
     t, state = run.cfg.training, run.state
@@ -320,15 +336,14 @@ def train_epoch(run: Run, epoch: int, tb: TBLogger, progress_bar: bool) -> dict[
     samples = tokens = 0
     losses: list[torch.Tensor] = []
     logged = 0
-    batches = (to_device(run.collate(rows), run.device) for rows in run.sampler)
+    batches = prefetch(run.sampler, run.collate, run.device)
     bar = tqdm(total=math.ceil(len(run.sampler) / t.grad_accum), desc=f"epoch {epoch + 1}/{t.epochs}",
                leave=False, disable=not (progress_bar and run.session.is_main))
     for window in _windows(batches, t.grad_accum):
-        losses.append(accumulate(run.model, window, run.scaler, run.autocast))
-        optimizer_step(run.model, run.optimizer, run.scheduler, run.scaler, t.max_grad_norm)
+        losses.append(train_step(run, window))
         state.step += 1
-        samples += sum(len(b["input_ids"]) for b in window)
-        tokens += sum(int(b["attention_mask"].sum()) for b in window)
+        samples += sum(b.samples for b in window)  # counted on the host: no device sync in the step
+        tokens += sum(b.tokens for b in window)
         if state.step % t.log_every == 0:  # the only host sync for the loss
             mean = torch.stack(losses[logged:]).mean().item()
             logged = len(losses)
@@ -336,9 +351,9 @@ def train_epoch(run: Run, epoch: int, tb: TBLogger, progress_bar: bool) -> dict[
             bar.set_postfix(loss=f"{mean:.4f}")
         bar.update()
     bar.close()
+    train_loss = torch.stack(losses).mean().item() if losses else float("nan")  # waits for the device
     elapsed = time.perf_counter() - started
     samples, tokens = _all_reduce_sum([samples, tokens], run.device, run.session.world_size)
-    train_loss = torch.stack(losses).mean().item() if losses else float("nan")
     return {"train_loss": train_loss, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed}
 
 

@@ -15,6 +15,18 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from trainable.loop import train_loop
 
 
+def ddp_backend(num_workers: int, resources_per_worker: dict, *, nccl_available: bool) -> str:
+    """nccl only when every rank of the trial owns a whole GPU, else gloo.
+
+    NCCL refuses two ranks on one device (``ncclInvalidUsage``), and with fractional GPUs Ray may
+    place two ranks of a trial on the same GPU; gloo runs there (DDP over gloo works on CUDA
+    tensors) and on CPU-only machines, where NCCL is not built in. A single rank never
+    communicates, so it gets gloo too and never touches NCCL.
+    """
+    whole_gpus = resources_per_worker.get("GPU", 0) >= 1
+    return "nccl" if num_workers > 1 and whole_gpus and nccl_available else "gloo"
+
+
 def build_trainer(
     config: dict,
     features_ref: Any,
@@ -29,8 +41,7 @@ def build_trainer(
     ``config``: the resolved TrainConfig as a plain dict (``OmegaConf.to_container``), plus an
     optional ``tb_dir`` where rank 0 writes TensorBoard files. ``features_ref``: an ObjectRef of
     the FeatureSet (``ray.put(prepare_features(cfg))``), or None to let each worker prepare the
-    features itself from the cache. The DDP backend is nccl when the workers get GPUs and torch
-    has NCCL, else gloo (also for logical GPUs on CPU machines, where nccl cannot start).
+    features itself from the cache. The DDP backend comes from the layout (``ddp_backend``).
     ``run_config`` carries storage, checkpoint retention and callbacks; for a trial inside a
     sweep it should put the run under the trial's storage path (see shared RAY-NOTES).
     """
@@ -42,6 +53,7 @@ def build_trainer(
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources_per_worker),
-        torch_config=TorchConfig(backend="nccl" if use_gpu and torch.distributed.is_nccl_available() else "gloo"),
+        torch_config=TorchConfig(backend=ddp_backend(num_workers, resources_per_worker or {},
+                                                     nccl_available=torch.distributed.is_nccl_available())),
         run_config=run_config,
     )
