@@ -31,7 +31,7 @@ class ReportConfig:
 
 def refresh(run_dir: str | Path) -> dict[str, Any]:
     """Rewrite everything derived from the trials; returns the summary."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser().resolve()  # Tune/pyarrow read a relative path as a URI and fail
     summary, records = write_summary(run_dir)
     space_path = run_dir / SPACE_FILE
     space = json.loads(space_path.read_text()) if space_path.is_file() else {}
@@ -43,6 +43,7 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(ReportConfig, argv, "sweep.report", DESCRIPTION, positional="run_dir")
     if OmegaConf.is_missing(cfg, "run_dir") or not cfg.run_dir:
         raise UserError("give the sweep's run directory: python -m sweep.report RUN_DIR")
+    cfg.run_dir = str(Path(cfg.run_dir).expanduser().resolve())
     summary = refresh(cfg.run_dir)
     print(leaderboard(summary, cfg.top))
     plots = ", ".join(summary["plots"]) or "no plots (no trial has results yet)"

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from data_prep.errors import ConfigError
+from data_prep.errors import ConfigError, UserError
 
 # Faster result delivery, one actor less per trial (see RAY-NOTES "Start-up and knobs"), and the
 # Train runs' state (workers, nodes, GPU ids, attempts) in the dashboard's Train view.
@@ -23,6 +29,12 @@ RAY_ENV_DEFAULTS = {
     "RAY_TRAIN_ENABLE_STATE_TRACKING": "1",
 }
 EPS = 1e-9
+# ray.init against an address where no Ray answers retries for more than 10 minutes, so the address is
+# probed first (a dead head fails in PROBE_S) and the whole connection is bounded (CONNECT_TIMEOUT_S):
+# something listening there that is not a Ray GCS (e.g. the dashboard port) hangs ray.init just the same.
+PROBE_S = 5.0
+CONNECT_TIMEOUT_S = 40.0
+RAY_CLIENT_PORT = 10001  # ray://host without a port
 
 
 @dataclass(frozen=True)
@@ -61,14 +73,97 @@ def set_ray_env() -> None:
 
 
 def connect() -> str:
-    """Join the cluster named by RAY_ADDRESS, else start a local Ray (dashboard on)."""
+    """Join the cluster named by RAY_ADDRESS, else start a local Ray (dashboard on).
+
+    A RAY_ADDRESS where no Ray answers is a UserError within about a minute, never a hang.
+    """
     import ray
 
     set_ray_env()
+    address = os.environ.get("RAY_ADDRESS", "").strip() or None
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, logging_level="WARNING")
-    return os.environ.get("RAY_ADDRESS") or "local"
+        if address in (None, "local"):
+            ray.init(address=address, logging_level="WARNING")
+        else:
+            endpoint = ray_endpoint(address)
+            if endpoint:
+                probe(address, *endpoint)
+            with give_up_after(CONNECT_TIMEOUT_S, address, endpoint[1] if endpoint else "PORT"):
+                try:
+                    ray.init(address=address, logging_level="WARNING")
+                except ConnectionError as e:
+                    raise UserError(unreachable(address, str(e).splitlines()[0])) from None
+    return address or "local"
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) that ``ray.init(address)`` opens: the GCS of ``host:port``, the Ray Client server
+    of ``ray://host[:port]``, the running local cluster for ``auto``; None when it cannot be told."""
+    if address.startswith(("http://", "https://")):
+        raise UserError(f"RAY_ADDRESS={address} is an HTTP address (the dashboard / Jobs API, port 8265): "
+                        "it is for submitting, `ray job submit --working-dir . -- python -m sweep.run ...`. "
+                        "To run sweep.run as a driver against the cluster, set RAY_ADDRESS to its GCS "
+                        "address (head_ip:6379) or unset it to run on a local Ray")
+    if address == "auto":  # Ray's own lookup of the latest `ray start` here; ray.init says when none runs
+        return None
+    default_port = RAY_CLIENT_PORT if address.startswith("ray://") else None
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host, port = parts.hostname, parts.port or default_port
+    except ValueError as e:
+        raise UserError(f"RAY_ADDRESS={address} is not an address ({e}); write host:port (the head's GCS, "
+                        "port 6379 by default) or ray://host:10001") from None
+    if not host or port is None:
+        raise UserError(f"RAY_ADDRESS={address} names no host:port; write host:port (the head's GCS, port 6379 "
+                        "by default) or ray://host:10001, or unset RAY_ADDRESS to run on a local Ray")
+    return host, port
+
+
+def probe(address: str, host: str, port: int, budget_s: float = PROBE_S) -> None:
+    """A TCP connection to (host, port) within ``budget_s`` (retried: a head may be starting), or a UserError."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.5, min(5.0, deadline - time.monotonic()))):
+                return
+        except socket.gaierror as e:
+            raise UserError(unreachable(address, f"cannot resolve {host!r}: {e.strerror or e}", port)) from None
+        except OSError as e:
+            why = e.strerror or str(e) or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise UserError(unreachable(address, f"{host}:{port}: {why}, for {budget_s:g} s", port))
+        time.sleep(0.5)
+
+
+def unreachable(address: str, why: str, port: int | str = "PORT") -> str:
+    return (f"cannot reach a Ray cluster at RAY_ADDRESS={address} ({why}). Start a head there "
+            f"(ray start --head --port={port} on that machine), or bring up the cluster of cluster.yaml "
+            "(ray up cluster.yaml) and submit to it through the dashboard (ray dashboard cluster.yaml "
+            "forwards port 8265; then RAY_ADDRESS=http://localhost:8265 ray job submit --working-dir . -- "
+            "python -m sweep.run ...); or unset RAY_ADDRESS to run on a local Ray started by this command")
+
+
+@contextmanager
+def give_up_after(seconds: float, address: str, port: int | str = "PORT") -> Iterator[None]:
+    """Exit 2 with the message of ``unreachable`` if the block takes longer than ``seconds``.
+
+    ray.init waits inside Ray's C++ GCS client, where no Python exception can reach it, so the
+    watchdog ends the process (the run-dir lock is released by the kernel with it).
+    """
+    def expire() -> None:
+        why = (f"something listens there but no Ray answered within {seconds:g} s; is it the GCS port "
+               "(6379 by default), and the same Ray version?")
+        print(f"error: {unreachable(address, why, port)}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def alive_nodes() -> list[Node]:

@@ -33,6 +33,7 @@ from sweep.config import (
     validate_sweep,
 )
 from sweep.driver import DRIVER_RESOURCES, driver, trial_config
+from sweep.lock import hold_run_dir, is_uri
 from sweep.resources import TrialResources, cluster_plan, connect
 from sweep.space import (
     METRIC,
@@ -69,6 +70,8 @@ sweep/spaces/<task>.yaml, overridable key by key (sweep.space.training.lr.high=1
 the cluster in RAY_ADDRESS, else starts a local Ray. Resume an interrupted sweep with resume=true
 (its out_dir) or resume=RUN_DIR. Leaves in out_dir: config.yaml, summary.json, trials.parquet,
 plots, best_checkpoint/ and the Tune experiments (tensorboard --logdir out_dir shows every trial).
+Ctrl-C or SIGTERM stops a sweep with its state saved. One driver per run directory: a second one
+exits at once (status 2) naming the first (the lock file out_dir/driver.lock).
 """
 STAGE1, STAGE2 = "search", "stage2"
 TIMINGS_FILE = "timings.json"
@@ -80,7 +83,11 @@ STAGE2_SPACE_FILE = "stage2_space.json"
 
 def load_config(argv: list[str]):
     """The validated config (the saved one when resuming) and its search space."""
-    cfg = parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION)
+    return checked_config(parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION))
+
+
+def checked_config(cfg):
+    """``load_config`` for an already parsed command line."""
     if cfg.resume:
         cfg = resumed_config(cfg)
     elif (Path(cfg.out_dir) / STAGE1).exists():
@@ -105,9 +112,17 @@ def absolute_paths(cfg) -> None:
     cfg.tracking.tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.out_dir)
 
 
+def run_dir_of(cfg) -> str:
+    """The run directory a command line names (resume=DIR, else out_dir), absolute: the cwd of the
+    command, not of Ray's workers."""
+    resume = cfg.resume and str(cfg.resume).lower() not in ("true", "yes", "1")
+    given = str(cfg.resume if resume else cfg.out_dir)
+    return given if is_uri(given) else str(Path(given).expanduser().resolve())
+
+
 def resumed_config(cfg):
     """The run's saved config; an override that contradicts it is an error, not a silent change."""
-    run_dir = Path(cfg.out_dir if str(cfg.resume).lower() in ("true", "yes", "1") else cfg.resume)
+    run_dir = Path(run_dir_of(cfg))
     saved = run_config(run_dir)
     overridden = set(leaf_diff(cfg, OmegaConf.structured(SweepConfig)))
     ignore = ("resume", "out_dir", "sweep.space.")
@@ -272,6 +287,39 @@ class Interrupted(Exception):
     """The sweep stopped before its trials did (Ctrl-C, SIGTERM); resume it."""
 
 
+class StopSignals:
+    """SIGTERM takes the path of SIGINT (Ctrl-C), remembering which signal came.
+
+    ``timeout``, systemd, Kubernetes and ``ray job stop`` send SIGTERM. During ``Tuner.fit()`` Tune's
+    own SIGINT handler stops the experiment and saves its state (fit then returns, and run_stage
+    raises Interrupted); outside it the SIGINT handler raises KeyboardInterrupt. So the SIGTERM
+    handler calls whichever SIGINT handler is in force. It must be installed after ``ray.init``,
+    which replaces the SIGTERM handler with its own (exit at once, no state saved).
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = None
+
+    def __enter__(self) -> StopSignals:
+        self.previous = signal.signal(signal.SIGTERM, self.on_sigterm)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+    def on_sigterm(self, signum, frame) -> None:
+        self.received = signum
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # SIGINT ignored (a background job of a script) or default
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    def exit_status(self) -> int:
+        """128 + the signal, as a shell reports it: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + (self.received or signal.SIGINT)
+
+
 # ---------------------------------------------------------------- stages
 
 
@@ -401,20 +449,26 @@ def run(cfg, dists) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     from sweep.summary import leaderboard
 
-    cfg, dists = load_config(argv)
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))  # Tune saves state on SIGINT
-    try:
-        summary = run(cfg, dists)
-    except Interrupted as e:
-        from sweep.report import refresh
+    cfg = parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION)
+    hold_run_dir(run_dir_of(cfg), create=not cfg.resume)  # one driver per run dir, before anything reads it
+    cfg, dists = checked_config(cfg)
+    connect()
+    with StopSignals() as stop:
+        try:
+            summary = run(cfg, dists)
+        except Interrupted as e:
+            from sweep.report import refresh
 
-        refresh(Path(cfg.out_dir))
-        print(f"sweep interrupted ({e}); state saved. Continue it with: python -m sweep.run "
-              f"resume={cfg.out_dir}", file=sys.stderr)
-        raise SystemExit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            refresh(Path(cfg.out_dir))
+            print(f"sweep interrupted ({e}); state saved. Continue it with: python -m sweep.run "
+                  f"resume={cfg.out_dir}", file=sys.stderr)
+            raise SystemExit(stop.exit_status()) from None
+        except KeyboardInterrupt:  # outside a Tune experiment, or a second signal during one
+            resumable = (Path(cfg.out_dir) / "config.yaml").is_file()
+            hint = (f"continue it with: python -m sweep.run resume={cfg.out_dir}" if resumable
+                    else "nothing was saved yet; start it again")
+            print(f"sweep interrupted; {hint}", file=sys.stderr)
+            raise SystemExit(stop.exit_status()) from None
     print(leaderboard(summary))
     print(f"sweep: outputs in {cfg.out_dir} (tensorboard --logdir {cfg.out_dir})")
     if summary.get("best") is None:

@@ -79,9 +79,9 @@ COMMANDS = [
     (single_command.main, "training.device", DEVICES, "off", ["augment.mask=99"], "augment.mask"),
     (sweep_command.main, "sweep.scheduler", SCHEDULERS, "yes", ["sweep.num_samples=0"], "sweep.num_samples"),
     (sweep_command.main, "training.amp", AMP_MODES, "off!", ["sweep.num_samples=0"], "sweep.num_samples"),
-    (evaluate_command.main, "split", EVAL_SPLITS, "train", ["nowhere"], "checkpoint 'nowhere'"),
-    (evaluate_command.main, "device", DEVICES, "no", ["nowhere"], "checkpoint 'nowhere'"),
-    (predict_command.main, "device", DEVICES, "null!", ["nowhere", "input=p.csv"], "checkpoint 'nowhere'"),
+    (evaluate_command.main, "split", EVAL_SPLITS, "train", ["nowhere"], "nowhere' does not exist"),
+    (evaluate_command.main, "device", DEVICES, "no", ["nowhere"], "nowhere' does not exist"),
+    (predict_command.main, "device", DEVICES, "null!", ["nowhere", "input=p.csv"], "nowhere' does not exist"),
 ]
 COMMAND_IDS = [f"{main.__module__}-{key}" for main, key, *_ in COMMANDS]
 

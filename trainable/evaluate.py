@@ -85,6 +85,30 @@ def required(cfg: DictConfig, key: str, example: str) -> str:
     return str(cfg[key])
 
 
+def absolute(path: str) -> str:
+    """A path from the command line, absolute against the command's working directory: the configs
+    it is saved in are read later from other directories."""
+    return str(Path(path).expanduser().resolve())
+
+
+def run_cache_dir(checkpoint: str | Path, cache_dir: str) -> str:
+    """The cache_dir of a checkpoint's run, absolute.
+
+    Runs save it absolute. A relative one (a checkpoint written before they did, or a relative
+    override) was relative to a working directory nobody recorded: it is taken from the nearest
+    directory above the checkpoint that holds it (``runs/x/checkpoint`` with ``.cache/`` beside
+    ``runs/``, the project's layout), else it is put in the checkpoint's run directory, so a command
+    run from elsewhere never leaves a stray ``.cache`` in its working directory. Entries are keyed
+    by content, so any cache directory gives the same features (at worst they are rebuilt once).
+    """
+    path = Path(cache_dir).expanduser()
+    if path.is_absolute():
+        return str(path)
+    checkpoint = Path(checkpoint).resolve()
+    found = next((parent / path for parent in checkpoint.parents if (parent / path).is_dir()), None)
+    return str(found or checkpoint.parent / path)
+
+
 def check_device_name(device: str) -> None:
     if device not in DEVICES:
         raise ConfigError("device", f"must be one of {', '.join(DEVICES)}; got {device!r}")
@@ -106,11 +130,13 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", overrides: dict |
     """The model of a checkpoint directory in eval mode on ``device``, with its run config.
 
     ``overrides`` (a nested dict of TrainConfig keys) change the saved config, e.g. the cache
-    directory or the evaluation batch size; AMP is the run's own setting, as in training.
+    directory or the evaluation batch size; AMP is the run's own setting, as in training. The
+    config's cache_dir is made absolute (``run_cache_dir``).
     """
     check_device_name(device)
     meta = read_meta(path)  # a missing or incomplete directory fails here, before any loading
     cfg = run_config(path, overrides or {}, {"training": {"device": device}})
+    cfg.cache_dir = run_cache_dir(path, cfg.cache_dir)
     torch_device = choose_device(cfg)
     model, meta, _ = load_model(path, torch_device)
     autocast = autocast_context(torch_device, amp_dtype(cfg.training.amp, torch_device))
@@ -160,21 +186,22 @@ def evaluate_checkpoint(ckpt: Checkpoint, fs: FeatureSet, split: str) -> EvalRes
 
 def run(cfg: DictConfig) -> dict:
     """Evaluate, write metrics.json and predictions.jsonl; returns the metrics."""
-    checkpoint = required(cfg, "checkpoint", "checkpoint=runs/single/checkpoint")
+    checkpoint = cfg.checkpoint = absolute(required(cfg, "checkpoint", "checkpoint=runs/single/checkpoint"))
     if cfg.split not in EVAL_SPLITS:
         raise ConfigError("split", f"must be one of {', '.join(EVAL_SPLITS)}; got {cfg.split!r} "
                                    "(the train split is what the model learned from)")
     overrides: dict = {"training": {}}
     if cfg.cache_dir is not None:
-        overrides["cache_dir"] = cfg.cache_dir
+        overrides["cache_dir"] = cfg.cache_dir = absolute(cfg.cache_dir)
     if cfg.data_dir is not None:
-        overrides["data"] = {"dir": cfg.data_dir}
+        overrides["data"] = {"dir": absolute(cfg.data_dir)}
+        cfg.data_dir = overrides["data"]["dir"]
     if cfg.training.eval_batch_size is not None:
         if cfg.training.eval_batch_size < 1:
             raise ConfigError("training.eval_batch_size", f"must be at least 1; got {cfg.training.eval_batch_size}")
         overrides["training"]["eval_batch_size"] = cfg.training.eval_batch_size
     ckpt = load_checkpoint(checkpoint, device=cfg.device, overrides=overrides)
-    out = Path(cfg.out_dir) if cfg.out_dir else ckpt.path.absolute().parent / f"eval-{cfg.split}"
+    out = Path(absolute(cfg.out_dir)) if cfg.out_dir else ckpt.path.parent / f"eval-{cfg.split}"
     cfg.out_dir = str(out)
     fs = checkpoint_features(ckpt)
     result = evaluate_checkpoint(ckpt, fs, cfg.split)

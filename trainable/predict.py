@@ -10,7 +10,10 @@ the evaluation's batched model pass. One JSON line per prediction in ``predictio
   span_crf  per (post, symptom): evidence (bool), spans [{text, start, end, score}] decoded by
             Viterbi (score: mean B/I-over-O margin of its tokens), score (the best span's)
   pair      per (sentence, symptom): sentence_id <post_id>_<k>, start/end, sentence, probability
-            that the sentence is evidence for the symptom, evidence (probability >= pair_threshold)
+            that the sentence is evidence for the symptom, evidence (probability >= pair_threshold,
+            by default the threshold chosen on validation that the checkpoint keeps); and
+            ``posts.json``, per post the symptoms with evidence and their best sentences
+            (``trainable.post_summary``), also printed as a table
 Character offsets index the post text as read from the input file.
 """
 
@@ -35,13 +38,15 @@ from data_prep.symptoms import SYMPTOMS, criteria
 from data_prep.text import split_sentences
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
 from trainable.batching import Columns, columns_from_table
-from trainable.evaluate import Checkpoint, load_checkpoint, required, write_jsonl
+from trainable.evaluate import Checkpoint, absolute, load_checkpoint, required, write_jsonl
 from trainable.evaluation import crf_spans, model_outputs, span_answers
+from trainable.post_summary import POSTS_FILE, evidence_threshold, format_posts, post_summaries, write_posts_json
 
 DESCRIPTION = """
 Run a trained checkpoint on new posts (a .csv with columns post_id,text or a .jsonl with one
 {"post_id": ..., "text": ...} per line). span / span_crf: the evidence span (or none) per post and
-symptom; pair: the evidence probability per sentence and symptom. Writes predictions.jsonl to
+symptom; pair: the evidence probability per sentence and symptom, and per post the symptoms with
+evidence and their best sentences (posts.json, printed as a table). Writes predictions.jsonl to
 out_dir (default: <checkpoint>/../predict).
 """
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -60,7 +65,8 @@ class PredictConfig:
                                  None)
     null_threshold: float = doc("span: answer when null_score_diff <= this (0 = the model's own decision; "
                                 "python -m trainable.evaluate split=val reports a tuned best_f1_thresh)", 0.0)
-    pair_threshold: float = doc("pair: evidence when the probability >= this", 0.5)
+    pair_threshold: float | None = doc("pair: evidence when the probability >= this; default: the threshold chosen "
+                                       "on validation, kept in the checkpoint (0.5 for older checkpoints)", None)
     device: str = doc("auto | cpu | cuda", "auto")
 
 
@@ -181,8 +187,33 @@ def summary(task: str, n_posts: int, records: list[dict]) -> str:
     return f"{n_posts} posts -> {len(records)} (post, symptom) predictions; posts with evidence per symptom: {found}"
 
 
+def resolve_pair_threshold(cfg, meta: dict) -> str | None:
+    """pair: sets cfg.pair_threshold to the threshold in force (saved with the config); returns its source."""
+    if meta["task"] != "pair":
+        return None
+    cfg.pair_threshold, source = evidence_threshold(meta, cfg.pair_threshold)
+    return source
+
+
+def noted_fields(record: dict) -> dict:
+    """What the summaries need of a record: counts, and the sentence of a pair record with evidence."""
+    keys = ("post_id", "symptom", "evidence", "sentence_index", "probability")
+    if record.get("evidence") and "sentence" in record:
+        keys += ("sentence_id", "sentence")
+    return {k: record[k] for k in keys if k in record}
+
+
+def print_post_summaries(out: Path, posts: list[Post], records: list[dict], threshold: float, source: str) -> None:
+    """pair: posts.json (symptoms with evidence per post, their top sentences) and the same as a table."""
+    summaries = post_summaries([p.post_id for p in posts], records, threshold)
+    path = write_posts_json(out / POSTS_FILE, summaries, threshold, source)
+    print(format_posts(summaries, threshold))
+    print(f"evidence threshold {threshold:.4f}: {source}")
+    print(f"wrote {path}")
+
+
 def check_thresholds(cfg) -> None:
-    if not 0 <= cfg.pair_threshold <= 1:
+    if cfg.pair_threshold is not None and not 0 <= cfg.pair_threshold <= 1:
         raise ConfigError("pair_threshold", f"must be in [0, 1]; got {cfg.pair_threshold}")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ConfigError("batch_size", f"must be at least 1; got {cfg.batch_size}")
@@ -190,14 +221,15 @@ def check_thresholds(cfg) -> None:
 
 def run(cfg: DictConfig) -> Path:
     """Predict on ``cfg.input``; returns the path of predictions.jsonl."""
-    checkpoint = required(cfg, "checkpoint", "checkpoint=runs/single/checkpoint")
-    source = required(cfg, "input", "input=posts.csv")
+    checkpoint = cfg.checkpoint = absolute(required(cfg, "checkpoint", "checkpoint=runs/single/checkpoint"))
+    source = cfg.input = absolute(required(cfg, "input", "input=posts.csv"))
     check_thresholds(cfg)
     overrides = {"training": {"eval_batch_size": cfg.batch_size}} if cfg.batch_size else {}
     ckpt = load_checkpoint(checkpoint, device=cfg.device, overrides=overrides)
     posts = read_posts(source)
     tokenizer = checkpoint_tokenizer(ckpt)
-    out = Path(cfg.out_dir) if cfg.out_dir else ckpt.path.absolute().parent / "predict"
+    threshold_source = resolve_pair_threshold(cfg, ckpt.meta)
+    out = Path(absolute(cfg.out_dir)) if cfg.out_dir else ckpt.path.parent / "predict"
     cfg.out_dir = str(out)
     save_config(cfg, out)
     path = out / PREDICTIONS_FILE
@@ -205,12 +237,13 @@ def run(cfg: DictConfig) -> Path:
 
     def noted(stream):  # streams to disk while keeping what the summary counts
         for record in stream:
-            records.append({k: record[k] for k in ("post_id", "symptom", "evidence", "sentence_index")
-                            if k in record})
+            records.append(noted_fields(record))
             yield record
 
     write_jsonl(path, noted(predict_posts(ckpt, tokenizer, posts, cfg)))
     print(summary(ckpt.meta["task"], len(posts), records))
+    if ckpt.meta["task"] == "pair":
+        print_post_summaries(out, posts, records, cfg.pair_threshold, threshold_source)
     print(f"wrote {path}")
     return path
 

@@ -15,7 +15,7 @@ from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.errors import UserError
 from data_prep.pipeline import prepare_features
 from trainable.config import PRIMARY_METRIC, TrainConfig, validate_train
-from trainable.evaluate import evaluate_checkpoint, load_checkpoint
+from trainable.evaluate import absolute, evaluate_checkpoint, load_checkpoint
 from trainable.loop import check_resume_task, train_loop
 from trainable.session import LocalSession
 
@@ -32,6 +32,7 @@ TEST_METRICS = "test_metrics.json"
 
 def run(cfg) -> dict:
     """Train, then score the best checkpoint on test; returns the test metrics."""
+    absolute_paths(cfg)
     validate_train(cfg)
     if cfg.resume:
         check_resume_task(cfg, cfg.resume)  # a missing, incomplete or other-task checkpoint fails now
@@ -45,6 +46,16 @@ def run(cfg) -> dict:
         raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
                         "training.epochs already reached by the resumed checkpoint?)")
     return test_best(cfg, fs, session.checkpoint_path, out)
+
+
+def absolute_paths(cfg) -> None:
+    """The run's paths, absolute: config.yaml and the checkpoint's train_config.yaml are read later
+    (trainable.evaluate / predict, a resume) from other working directories."""
+    cfg.out_dir, cfg.cache_dir = absolute(cfg.out_dir), absolute(cfg.cache_dir)
+    if cfg.data.dir:
+        cfg.data.dir = absolute(cfg.data.dir)
+    if cfg.resume:
+        cfg.resume = absolute(cfg.resume)
 
 
 def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:
