@@ -3,26 +3,26 @@
 Copies of ReDSM5 differ from the posts in quotes, case, whitespace and wording, so the rules go from
 strict to lenient (exact, normalized, sentence_id, fuzzy) and the first that succeeds wins; the rest
 stay ``unaligned`` with the best similarity seen, for the report.
+
+The last two rules score every sentence of the post, and every pair of adjacent sentences, against
+the copy with ``TfidfSpace`` (word and character n-gram TF-IDF, idf fitted on all the corpus's
+sentences), which survives synonyms, reordered clauses and dropped words. Both take the post's most
+similar candidate: ``sentence_id`` when it starts at the k-th sentence of the row's id (two signals
+agree, so a lower threshold is enough), ``fuzzy`` anywhere. A wrong id therefore never pulls a copy
+to a look-alike sentence that scores lower than the right one.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
+from data_prep.config import DataConfig
 from data_prep.records import Alignment, Annotation
-from data_prep.text import (
-    SimilarityScorer,
-    normalize,
-    normalize_with_map,
-    span_end,
-    split_sentences,
-    trim_span,
-    word_counts,
-)
+from data_prep.text import TfidfSpace, normalize, normalize_with_map, span_end, split_sentences, trim_span
 
 RULES = ("exact", "normalized", "sentence_id", "fuzzy", "unaligned")
 
@@ -43,19 +43,42 @@ class _Post:
 
     @cached_property
     def candidates(self) -> list[tuple[int, int]]:
-        """Fuzzy candidates: every sentence, then every window of two consecutive sentences."""
+        """Similarity candidates: every sentence, then every window of two consecutive sentences."""
         pairs = [(a[0], b[1]) for a, b in zip(self.sentences, self.sentences[1:], strict=False)]
         return self.sentences + pairs
 
     @cached_property
-    def candidate_texts(self) -> list[str]:
-        """Normalised candidates, sliced from the normalised post (its map is sorted by origin)."""
-        norm, index = self.normalized
-        return [norm[bisect_left(index, s) : bisect_left(index, e)] for s, e in self.candidates]
+    def windows(self) -> list[tuple[int, int]]:
+        """``candidates`` as (first, last + 1) sentence numbers within the post."""
+        n = len(self.sentences)
+        return [(i, i + 1) for i in range(n)] + [(i, i + 2) for i in range(n - 1)]
+
+
+class _Corpus:
+    """The posts, and the TF-IDF space of all their sentences, fitted on first use (a corpus whose rows
+    are all exact or normalized copies never pays for it)."""
+
+    def __init__(self, posts: Mapping[str, str]):
+        self.posts = {post_id: _Post(text) for post_id, text in posts.items()}
+        self._vectors: dict[str, list] = {}
 
     @cached_property
-    def candidate_words(self) -> list[Counter]:
-        return [word_counts(t) for t in self.candidate_texts]
+    def space(self) -> tuple[TfidfSpace, dict[str, int]]:
+        """The space and, per post, the index of its first sentence in it."""
+        texts, first = [], {}
+        for post_id, post in self.posts.items():
+            first[post_id] = len(texts)
+            texts += [post.text[s:e] for s, e in post.sentences]
+        return TfidfSpace(texts), first
+
+    def scores(self, post_id: str, query: str) -> np.ndarray:
+        """Similarity of ``query`` to each of the post's ``candidates``."""
+        space, first = self.space
+        if post_id not in self._vectors:
+            offset = first[post_id]
+            windows = [(i + offset, j + offset) for i, j in self.posts[post_id].windows]
+            self._vectors[post_id] = space.vectors(windows)
+        return space.scores(self._vectors[post_id], query)
 
 
 def sentence_index(sentence_id: str) -> int | None:
@@ -81,8 +104,9 @@ def _pick(starts: Iterable[int], kth: tuple[int, int] | None, to_original=lambda
     return first
 
 
-def _align_one(ann: Annotation, post: _Post | None, sentence_threshold: float, fuzzy_threshold: float):
+def _align_one(ann: Annotation, corpus: _Corpus, sentence_threshold: float, fuzzy_threshold: float):
     """(start, end, rule, similarity) for one annotation."""
+    post = corpus.posts.get(ann.post_id)
     query = ann.sentence_text.strip()
     if post is None or not query:
         return None, None, "unaligned", 0.0
@@ -94,7 +118,7 @@ def _align_one(ann: Annotation, post: _Post | None, sentence_threshold: float, f
         return start, start + len(query), "exact", 1.0
 
     norm_query = normalize(query)
-    if not norm_query:  # only invisible chars: nothing to look for
+    if not norm_query or not post.candidates:  # only invisible chars (or no sentence): nothing to look for
         return None, None, "unaligned", 0.0
     norm_text, index = post.normalized
     start = _pick(_occurrences(norm_text, norm_query), kth, lambda i: index[i])
@@ -102,34 +126,29 @@ def _align_one(ann: Annotation, post: _Post | None, sentence_threshold: float, f
         s, e = trim_span(post.text, index[start], span_end(post.text, index[start + len(norm_query) - 1]))
         return s, e, "normalized", 1.0
 
-    scorer = SimilarityScorer(norm_query)
-    seen = 0.0
-    if kth is not None:
-        seen = scorer.score(post.candidate_texts[k], words=post.candidate_words[k])
-        if seen >= sentence_threshold:
-            return kth[0], kth[1], "sentence_id", seen
-
-    best_i, best = scorer.best(post.candidate_texts, post.candidate_words)
-    if best_i >= 0 and best >= fuzzy_threshold:
-        return *post.candidates[best_i], "fuzzy", best
-    return None, None, "unaligned", max(seen, best)
+    scores = corpus.scores(ann.post_id, query)
+    best = int(np.argmax(scores))  # the first of equals: a sentence before a pair, an earlier one first
+    span, similarity = post.candidates[best], float(scores[best])
+    if kth is not None and span[0] == kth[0] and similarity >= sentence_threshold:
+        return *span, "sentence_id", similarity
+    if similarity >= fuzzy_threshold:
+        return *span, "fuzzy", similarity
+    return None, None, "unaligned", similarity
 
 
 def align_annotations(
     posts: Mapping[str, str],
     annotations: Sequence[Annotation],
-    sentence_threshold: float = 0.6,
-    fuzzy_threshold: float = 0.75,
+    sentence_threshold: float = DataConfig.sentence_threshold,
+    fuzzy_threshold: float = DataConfig.fuzzy_threshold,
 ) -> list[Alignment]:
     """One Alignment per annotation, in order. An annotation whose post is missing or whose sentence
-    text is empty stays unaligned (similarity 0.0), so the report lists it instead of losing it."""
-    cache: dict[str, _Post] = {}
+    text is empty stays unaligned (similarity 0.0), so the report lists it instead of losing it.
+    Similarity weighs words by their idf over the sentences of all ``posts``."""
+    corpus = _Corpus(posts)
     out = []
     for ann in annotations:
-        if ann.post_id in posts and ann.post_id not in cache:
-            cache[ann.post_id] = _Post(posts[ann.post_id])
-        post = cache.get(ann.post_id)
-        start, end, rule, sim = _align_one(ann, post, sentence_threshold, fuzzy_threshold)
+        start, end, rule, sim = _align_one(ann, corpus, sentence_threshold, fuzzy_threshold)
         out.append(Alignment(annotation=ann, start=start, end=end, rule=rule, similarity=float(sim)))
     return out
 
