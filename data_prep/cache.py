@@ -16,7 +16,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 # Bump when the feature layout or the featurization logic changes: old entries stop matching.
-FEATURES_VERSION = 3  # 3: span windows cut by data_prep itself (tokenizers 0.23.2 dropped some)
+# 3: span windows cut by data_prep itself (tokenizers 0.23.2 dropped some); 4: pair cross negatives,
+# the pair examples table's kind and sentence_key columns
+FEATURES_VERSION = 4
 _CHUNK = 1 << 20
 
 

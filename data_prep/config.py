@@ -42,9 +42,18 @@ class DataConfig:
     )
     split_seed: int = doc("seed of the post-level split", 42)
     sentence_threshold: float = doc(
-        "similarity needed to accept the k-th sentence named by sentence_id", 0.6
+        "similarity (0-1: mean TF-IDF cosine over word 1-2 grams and char 3-4 grams) needed to accept "
+        "the post's most similar sentence (or pair) when it starts at the k-th sentence of sentence_id; "
+        "below fuzzy_threshold since id and text agree. 0.25: on the paraphrase set (bench/align.py) "
+        "copies absent from their post score <= 0.20 and 0.20-0.25 aligns the same rows",
+        0.25,
     )
-    fuzzy_threshold: float = doc("similarity needed to accept the most similar sentence", 0.75)
+    fuzzy_threshold: float = doc(
+        "similarity needed to accept the post's most similar sentence or pair of adjacent sentences "
+        "anywhere in the post. 0.3: mid-plateau on the paraphrase set (0.25-0.35 align the same rows; "
+        "below 0.2 copies absent from their post get aligned, above 0.35 reworded copies get lost)",
+        0.3,
+    )
 
 
 @dataclass
@@ -59,6 +68,15 @@ class FeaturesConfig:
     )
     eval_no_answer_ratio: float = doc(
         "the same for val and test; -1 keeps all (the corpus' own, mostly no-answer, distribution)", 1.0
+    )
+    cross_negative_ratio: int = doc(
+        "pair: other symptoms' criteria each evidence sentence of train is also paired with, as "
+        "not-evidence examples (symptoms with evidence elsewhere in the post first); 0 = annotated "
+        "pairs only, -1 = all nine", 4
+    )
+    eval_cross_negative_ratio: int = doc(
+        "the same for val and test; -1 (all nine) scores every evidence sentence under all ten "
+        "criteria, which the rank metrics (own_top1, own_mrr) need", -1
     )
 
 
@@ -120,7 +138,7 @@ def validate_prep(cfg) -> None:
             "features.doc_stride",
             f"must be >= 0 and below features.max_length ({f.max_length}); got {f.doc_stride}",
         )
-    for key in ("no_answer_ratio", "eval_no_answer_ratio"):
+    for key in ("no_answer_ratio", "eval_no_answer_ratio", "cross_negative_ratio", "eval_cross_negative_ratio"):
         value = getattr(f, key)
         if value < 0 and value != -1:
             raise ConfigError(f"features.{key}", f"must be >= 0 or -1 (all); got {value}")

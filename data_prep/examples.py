@@ -2,7 +2,10 @@
 
 Span tasks ask one question per (post, symptom) over the whole post, so a post with no positive
 evidence for a symptom is a no-answer example (SQuAD v2 style); the pair task classifies every
-annotated sentence against its symptom's criterion.
+annotated sentence against its symptom's criterion, plus every evidence sentence against other
+symptoms' criteria (``cross_negatives``): without those, nothing shows the model an evidence
+sentence under the wrong criterion, and it learns "is this sentence depressive" instead of "is it
+evidence for this symptom".
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from data_prep.errors import ConfigError
 from data_prep.records import Alignment, Annotation, Answer, PairExample, QAExample
 from data_prep.symptoms import SYMPTOM_ID, SYMPTOMS, criteria, question_for
+from data_prep.text import normalize
+
+ANNOTATED, CROSS = "annotated", "cross"  # the ``kind`` of a pair example (examples table column)
 
 
 def _positive_spans(posts: Mapping[str, str], alignments: Sequence[Alignment]) -> dict:
@@ -72,6 +79,72 @@ def pair_examples(annotations: Sequence[Annotation]) -> list[PairExample]:
                     label=int(a.status), symptom=a.symptom, group=a.post_id)
         for eid, a in zip(_unique_ids(annotations), annotations, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class CrossPair(PairExample):
+    """An evidence sentence under another symptom's criterion: label 0, built, not annotated.
+
+    ``hard``: that symptom has evidence elsewhere in the same post (symptoms that co-occur are the
+    ones a model that ignores the criterion confuses).
+    """
+
+    hard: bool = False
+
+
+def kind_of(example: PairExample) -> str:
+    return CROSS if isinstance(example, CrossPair) else ANNOTATED
+
+
+def sentence_key(post_id: str, sentence: str) -> tuple[str, str]:
+    """What makes two annotation rows the same sentence: the post and the normalised text (a row
+    copied with other quotes, case or spacing is the same sentence; a reworded one is not)."""
+    return post_id, normalize(sentence)
+
+
+def cross_negatives(annotations: Sequence[Annotation], ratio: int, seed: int) -> list[CrossPair]:
+    """Label-0 pairs of each evidence sentence (status 1) with up to ``ratio`` other symptoms' criteria.
+
+    Never a symptom the same sentence is annotated for (either status: evidence must not become a
+    negative, and a status-0 row already is that pair). Symptoms with evidence elsewhere in the post
+    come first, then the rest; within each, a sample seeded by ``seed`` and the sentence (post id and
+    normalised text), so the choice does not depend on the order or the company of the rows.
+    ``ratio`` -1 takes all of them (every evidence sentence then has a score under all ten criteria,
+    which the rank metrics need). The sentence text and id are the first evidence row's.
+    """
+    if ratio < 0 and ratio != -1:
+        raise ConfigError("features.cross_negative_ratio", f"must be >= 0 or -1 (all); got {ratio}")
+    annotated: dict[tuple[str, str], set[str]] = defaultdict(set)
+    evidence: dict[tuple[str, str], Annotation] = {}
+    in_post: dict[str, set[str]] = defaultdict(set)
+    for a in annotations:
+        key = sentence_key(a.post_id, a.sentence_text)
+        annotated[key].add(a.symptom)
+        if a.status == 1:
+            evidence.setdefault(key, a)
+            in_post[a.post_id].add(a.symptom)
+    out = []
+    for key, a in evidence.items():
+        others = [s for s in SYMPTOMS if s not in annotated[key]]
+        hard = [s for s in others if s in in_post[a.post_id]]
+        easy = [s for s in others if s not in in_post[a.post_id]]
+        n = len(others) if ratio == -1 else min(ratio, len(others))
+        rng = random.Random(f"{seed}/cross/{key[0]}/{key[1]}")
+        chosen = set(rng.sample(hard, min(n, len(hard))))
+        chosen |= set(rng.sample(easy, n - len(chosen)))
+        out += [(a, s, s in in_post[a.post_id]) for s in SYMPTOMS if s in chosen]
+    return _cross_pairs(out)
+
+
+def _cross_pairs(chosen: list[tuple[Annotation, str, bool]]) -> list[CrossPair]:
+    """``<sentence_id>/<SYMPTOM>#cross`` (``#cross-row<row>`` when two sentences share an id)."""
+    texts = criteria()
+    ids = [f"{a.sentence_id}/{s}#cross" for a, s, _ in chosen]
+    counts = Counter(ids)
+    ids = [x if counts[x] == 1 else f"{x}-row{a.row}" for x, (a, _, _) in zip(ids, chosen, strict=True)]
+    return [CrossPair(example_id=eid, criterion=texts[s], sentence=a.sentence_text, label=0, symptom=s,
+                      group=a.post_id, hard=hard)
+            for eid, (a, s, hard) in zip(ids, chosen, strict=True)]
 
 
 def keep_no_answer(

@@ -24,6 +24,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from data_prep.errors import ConfigError
+from data_prep.examples import kind_of, sentence_key
 from data_prep.records import PairExample, QAExample
 from data_prep.symptoms import SYMPTOM_ID
 from data_prep.tokenizer import uses_token_type_ids
@@ -247,10 +248,16 @@ def span_examples_table(examples: Sequence[QAExample]) -> pa.Table:
 
 
 def pair_examples_table(examples: Sequence[PairExample]) -> pa.Table:
+    """The examples behind pair features, with their kind (annotated | cross) and a sentence key
+    (equal for the examples of one sentence of one post: the rank metrics compare its criteria)."""
+    keys: dict[tuple[str, str], int] = {}
+    sentence_keys = [keys.setdefault(sentence_key(ex.group, ex.sentence), len(keys)) for ex in examples]
     return pa.table({
         "example_id": pa.array([ex.example_id for ex in examples], type=pa.string()),
         "group": pa.array([ex.group for ex in examples], type=pa.string()),
         "symptom": pa.array([ex.symptom for ex in examples], type=pa.string()),
         "sentence": pa.array([ex.sentence for ex in examples], type=pa.string()),
         "label": pa.array([ex.label for ex in examples], type=pa.int8()),
+        "kind": pa.array([kind_of(ex) for ex in examples], type=pa.string()),
+        "sentence_key": pa.array(sentence_keys, type=pa.int32()),
     })

@@ -1,6 +1,6 @@
 """The contract between data_prep and trainable: task-ready features as Arrow tables.
 
-Feature tables (one row per window for span tasks, per annotation for ``pair``):
+Feature tables (one row per window for span tasks, per pair example for ``pair``):
   common     example_id: string; input_ids: list<uint16|int32> (uint16 when the vocabulary fits);
              token_type_ids: list<int8> (only when the tokenizer produces them).
              The attention mask is implied by the row length: rows are unpadded.
@@ -10,11 +10,14 @@ Feature tables (one row per window for span tasks, per annotation for ``pair``):
              start_targets, end_targets: list<int8>, 1 on the first/last token of every gold
              answer inside the window (on [CLS] when none is), for the marginal-likelihood loss.
   span_crf   the span columns plus tags: list<int8>, 0=O 1=B 2=I over context tokens, -100 elsewhere.
-  pair       label: int8 (annotation status); symptom_id: int8 (index in SYMPTOMS).
+  pair       label: int8 (annotation status, 0 for a cross negative); symptom_id: int8 (index in SYMPTOMS).
 Example tables (one row per example, for post-processing and evaluation):
   span tasks example_id, group, symptom, question, context: string;
              answer_texts: list<string>; answer_starts: list<int32> (empty lists = no answer).
-  pair       example_id, group, symptom, sentence: string; label: int8.
+  pair       example_id, group, symptom, sentence: string; label: int8; kind: string, annotated (a row
+             of the annotations) | cross (an evidence sentence under another symptom's criterion);
+             sentence_key: int32, equal for the examples of one sentence of one post (the text
+             compared after normalisation), unique within the table's split.
 ``meta`` holds the cache key, task, tokenizer identity (name_or_path, fingerprint, vocab_size,
 cls/pad token ids), the feature settings, the split manifest (group ids per split) and the data
 report.

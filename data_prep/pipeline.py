@@ -19,10 +19,10 @@ from data_prep.align import align_annotations, rule_counts, unaligned_ids
 from data_prep.cache import cache_key, entry_path, fingerprint_files
 from data_prep.config import split_ratios, validate_prep
 from data_prep.demo import demo_dir
-from data_prep.examples import keep_no_answer, pair_examples, span_examples
+from data_prep.examples import CrossPair, cross_negatives, keep_no_answer, pair_examples, span_examples
 from data_prep.features import featurize_pair, featurize_span, pair_examples_table, span_examples_table
 from data_prep.featureset import SPLITS, FeatureSet, is_complete, load_featureset, save_featureset
-from data_prep.records import Alignment, Corpus, PairExample, QAExample
+from data_prep.records import Alignment, Annotation, Corpus, QAExample
 from data_prep.redsm5 import load_redsm5
 from data_prep.report import DataReport
 from data_prep.split import split_groups
@@ -97,6 +97,9 @@ def _redsm5_source(cfg: Any, corpus: Corpus) -> Source:
     report = _corpus_report(cfg, corpus, alignments)
     if cfg.task == "pair":
         examples = _by_split(pair_examples(corpus.annotations), manifest)
+        annotations = _by_split(corpus.annotations, manifest, group=lambda a: a.post_id)
+        for split in SPLITS:
+            examples[split] += _cross_negatives(annotations[split], split, cfg)
     else:
         examples = _by_split(span_examples(posts, alignments, cfg.features.question_mode), manifest)
         hard = {f"{a.post_id}/{a.symptom}" for a in corpus.annotations if a.status == 0}
@@ -126,12 +129,18 @@ def _squad_source(cfg: Any) -> Source:
     return Source(examples, texts, files, report, manifest)
 
 
-def _by_split(examples: Sequence[QAExample | PairExample], manifest: Mapping[str, list[str]]) -> dict:
+def _by_split(examples: Sequence, manifest: Mapping[str, list[str]], group=lambda e: e.group) -> dict:
     where = {g: split for split, groups in manifest.items() for g in groups}
     out: dict[str, list] = {split: [] for split in SPLITS}
     for e in examples:
-        out[where[e.group]].append(e)
+        out[where[group(e)]].append(e)
     return out
+
+
+def _cross_negatives(annotations: list[Annotation], split: str, cfg: Any) -> list[CrossPair]:
+    f = cfg.features
+    ratio = f.cross_negative_ratio if split == "train" else f.eval_cross_negative_ratio
+    return cross_negatives(annotations, ratio, cfg.data.split_seed)
 
 
 def _keep_no_answer(examples: list[QAExample], split: str, cfg: Any, hard: set[str],
@@ -181,7 +190,12 @@ def _split_counts(source: Source, split: str, items: list, rows: int) -> dict[st
     if items and isinstance(items[0], QAExample):
         counts["no_answer"] = sum(not e.answers for e in items)
     elif items:
+        cross = [e for e in items if isinstance(e, CrossPair)]
         counts["positive"] = sum(e.label == 1 for e in items)
+        counts["annotated_negative"] = len(items) - len(cross) - counts["positive"]
+        counts["cross_negative"] = len(cross)
+        counts["cross_hard"] = sum(e.hard for e in cross)
+        counts["cross_other"] = len(cross) - counts["cross_hard"]
     return counts
 
 

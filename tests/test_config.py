@@ -73,3 +73,25 @@ def test_user_error_exits_2_with_message(capsys):
 def test_resolved_config_is_saved(tmp_path):
     path = save_config(parse("features.max_length=64", "features.doc_stride=16"), tmp_path)
     assert "max_length: 64" in path.read_text()
+
+
+def test_cross_negative_ratios_and_the_selected_metric():
+    from trainable.config import TrainConfig, metric_name, validate_train
+
+    def train(*argv):
+        cfg = parse_config(TrainConfig, list(argv), "trainable.single", "test")
+        validate_train(cfg, check_hardware=False)
+        return cfg
+
+    assert metric_name(train("task=pair")) == "f1" and metric_name(train("task=span")) == "f1"
+    assert metric_name(train("task=pair", "training.metric=own_top1")) == "own_top1"
+    for argv, key, words in (
+        (["task=pair", "features.cross_negative_ratio=-3"], "features.cross_negative_ratio", "-1 (all)"),
+        (["task=pair", "training.metric=own_top2"], "training.metric", "own_top1, own_mrr"),
+        (["task=span", "training.metric=own_top1"], "training.metric", "for task=span"),
+        (["task=pair", "training.metric=own_mrr", "features.eval_cross_negative_ratio=2"], "training.metric",
+         "eval_cross_negative_ratio=-1"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            train(*argv)
+        assert err.value.key == key and words in str(err.value), argv

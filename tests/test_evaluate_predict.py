@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_post_summary import assert_consistent
 
 from data_prep.cli import parse_config, run_cli
 from data_prep.demo import demo_dir
@@ -25,6 +26,7 @@ from data_prep.redsm5 import load_redsm5
 from data_prep.symptoms import SYMPTOMS
 from data_prep.text import split_sentences
 from trainable import evaluate, predict, single
+from trainable.checkpoint import read_meta
 from trainable.config import TrainConfig
 
 RUN = ["data.demo_posts=60", "features.max_length=96", "features.doc_stride=32", "training.epochs=1"]
@@ -126,10 +128,13 @@ def test_evaluate_test_split_equals_single_test_metrics(task, trained, tmp_path)
 
 
 def _assert_same(metrics: dict, expected: dict) -> None:
-    """Numbers approximately, nested tables (pair's per-symptom table, confusion) key by key."""
+    """Numbers approximately, nested tables (pair's per-symptom table, confusion) key by key, lists
+    (the symptom confusion matrix and its labels) exactly."""
     for key, value in expected.items():
         if isinstance(value, dict):
             _assert_same(metrics[key], value)
+        elif isinstance(value, list):
+            assert metrics[key] == value, key
         else:
             assert metrics[key] == pytest.approx(value), key
 
@@ -144,6 +149,23 @@ def test_evaluate_val_equals_what_the_loop_reported(task, trained, tmp_path):
     assert scalars, reported
     assert {k: metrics[k] for k in scalars} == pytest.approx(scalars)
     assert len(predictions) == len(_examples(run_dir, "val"))
+
+
+@pytest.mark.slow
+def test_a_trained_pair_model_ranks_the_own_criterion_first_on_held_out_posts(cache, tmp_path):
+    """The point of the cross negatives: on the test posts' evidence sentences, scored under all ten
+    criteria, the sentence's own symptom comes out on top far more often than chance (0.1). Measured:
+    0.61 (6 epochs on the 400-post demo; 8 epochs: 0.62 and 0.70 over two seeds; without cross negatives
+    0.17, with 0.91 annotated F1: the model learnt "is this sentence depressive", not "for which symptom")."""
+    single.run(parse_config(TrainConfig, ["task=pair", f"cache_dir={cache}", f"out_dir={tmp_path}",
+                                          "data.demo_posts=400", "features.max_length=128", "training.epochs=6",
+                                          "training.patience=0"], "trainable.single", ""))
+    test = json.loads((tmp_path / single.TEST_METRICS).read_text())
+    assert test["own_n"] > 90 and test["own_skipped"] == 0
+    assert test["own_top1"] >= 0.4 and test["own_mrr"] >= 0.55, test
+    matrix = test["symptom_confusion"]["matrix"]
+    assert sum(map(sum, matrix)) == test["own_n"]
+    assert sum(matrix[i][i] for i in range(10)) == round(test["own_top1"] * test["own_n"])
 
 
 def test_evaluate_default_out_dir_sits_next_to_the_checkpoint(trained):
@@ -213,9 +235,11 @@ def test_predict_pair_gives_one_probability_per_sentence_and_symptom(trained, po
     expected = [(p, f"{p}_{k}", s) for p, text in posts for k, _ in enumerate(split_sentences(text)) for s in SYMPTOMS]
     assert [(r["post_id"], r["sentence_id"], r["symptom"]) for r in records] == expected
     texts = dict(posts)
+    threshold = read_meta(run_dir / "checkpoint")["evidence_threshold"]  # chosen on validation, not 0.5
+    assert 0 < threshold < 1
     for r in records:
         assert texts[r["post_id"]][r["start"]:r["end"]] == r["sentence"]
-        assert 0.0 <= r["probability"] <= 1.0 and r["evidence"] == (r["probability"] >= 0.5)
+        assert 0.0 <= r["probability"] <= 1.0 and r["evidence"] == (r["probability"] >= threshold)
     # The annotated test sentences that are verbatim sentences of their post score as in evaluate.
     _, evaluated = _evaluate(run_dir, "test", tmp_path / "eval")
     by_key = {(r["sentence_id"], r["symptom"]): r for r in records}
@@ -228,6 +252,37 @@ def test_predict_pair_gives_one_probability_per_sentence_and_symptom(trained, po
             assert r["probability"] == pytest.approx(e["score"], abs=1e-4)
             matched += 1
     assert matched >= len(evaluated) // 2
+
+
+def test_predict_pair_summarises_each_post_consistently_with_its_rows(trained, posts, tmp_path, capsys):
+    run_dir = trained("pair")
+    records = _predict(run_dir, _write_posts(posts, tmp_path / "posts.csv"), tmp_path / "pred")
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "pred" / "posts.json").read_text(encoding="utf-8"))
+    threshold = saved["evidence_threshold"]
+    assert threshold == read_meta(run_dir / "checkpoint")["evidence_threshold"]
+    assert [p["post_id"] for p in saved["posts"]] == [p for p, _ in posts]
+    summaries = {p["post_id"]: p for p in saved["posts"]}
+    assert_consistent(summaries, records, threshold)
+    for summary in summaries.values():
+        for entry in summary["symptoms"]:
+            for r in entry["top"]:  # each listed sentence is one of the post's rows, text and all
+                assert any(x["sentence_id"] == r["sentence_id"] and x["sentence"] == r["sentence"]
+                           and x["symptom"] == entry["symptom"] and x["evidence"] for x in records)
+    assert "evidence per post" in printed and "chosen on validation" in printed
+    assert any(p["symptoms"] for p in saved["posts"])
+
+
+def test_predict_pair_without_a_kept_threshold_uses_one_half(trained, tmp_path, capsys):
+    old = shutil.copytree(trained("pair") / "checkpoint", tmp_path / "old" / "checkpoint")
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["evidence_threshold"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    posts_file = _write_posts([("p", "I can't sleep at all lately. Everything feels pointless.")], tmp_path / "p.csv")
+    records = _predict(old.parent, posts_file, tmp_path / "pred")
+    assert all(r["evidence"] == (r["probability"] >= 0.5) for r in records)
+    assert "no evidence_threshold" in capsys.readouterr().out
+    assert json.loads((tmp_path / "pred" / "posts.json").read_text())["evidence_threshold"] == 0.5
 
 
 def _pair_sentences(run_dir: Path) -> dict[str, str]:

@@ -286,8 +286,12 @@ def test_example_tables():
     pairs = pair_examples([al.annotation for al in ALIGNMENTS])
     p = pair_examples_table(pairs)
     assert p.schema == pa.schema([("example_id", pa.string()), ("group", pa.string()),
-                                  ("symptom", pa.string()), ("sentence", pa.string()), ("label", pa.int8())])
+                                  ("symptom", pa.string()), ("sentence", pa.string()), ("label", pa.int8()),
+                                  ("kind", pa.string()), ("sentence_key", pa.int32())])
     assert p.column("label").to_pylist() == [ex.label for ex in pairs]
+    assert set(p.column("kind").to_pylist()) == {"annotated"}
+    keys = p.column("sentence_key").to_pylist()  # one per sentence of a post: p3's repeated row shares one
+    assert keys[:3] == [0, 1, 2] and keys[-1] == keys[-2]
 
 
 def _qa(n: int, every: int) -> list[QAExample]:

@@ -71,23 +71,28 @@ def test_pair_run_leaves_reports_and_best_checkpoint(pair_run):
     history = _history(pair_run)
     assert [m["epoch"] for m in history] == list(range(1, 9))
     keys = {"epoch", "metric", "val_f1", "val_roc_auc", "val_precision", "train_loss", "val_loss", "lr",
-            *THROUGHPUT}
+            "val_own_top1", "val_own_mrr", "val_best_f1_thresh", *THROUGHPUT}
     assert keys <= set(history[0])
     assert all(math.isfinite(m["train_loss"]) and m[k] > 0 for m in history for k in THROUGHPUT)
     best = max(history, key=lambda m: m["metric"])
     meta = read_meta(pair_run / "checkpoint")
     assert meta["epoch"] == min(m["epoch"] for m in history if m["metric"] == best["metric"])
     assert meta["task"] == "pair" and meta["metric"] == best["metric"]
+    assert meta["evidence_threshold"] == next(m for m in history if m["epoch"] == meta["epoch"])["val_best_f1_thresh"]
     assert (pair_run / "checkpoint" / "tokenizer.json").is_file()
 
 
 def test_pair_learns(pair_run, demo_features, train_config, tmp_path):
     untrained = _untrained("pair", demo_features, train_config, tmp_path)
     history = _history(pair_run)
-    # An untrained head calls (nearly) everything evidence, which already scores f1 ~ 0.76 on the
-    # demo's validation pairs; the ranking (ROC-AUC) shows what was learned.
+    # An untrained head calls (nearly) everything evidence: f1 ~ 0.18 on the demo's validation pairs,
+    # where each evidence sentence also stands under the nine other criteria (0.76 on the annotated
+    # pairs alone). The rankings (ROC-AUC, the own criterion's rank) show what was learned; on this
+    # small demo (84 training posts) learning the criterion only starts after ~5 epochs, the 400-post
+    # test in test_evaluate_predict.py shows how far it goes.
     assert max(m["metric"] for m in history) > untrained["f1"] + 0.05
-    assert max(m["val_roc_auc"] for m in history) > max(untrained["roc_auc"] + 0.15, 0.75)
+    assert max(m["val_roc_auc"] for m in history) > untrained["roc_auc"] + 0.08
+    assert max(m["val_own_mrr"] for m in history) > untrained["own_mrr"] + 0.1
 
 
 @pytest.mark.slow
@@ -138,7 +143,8 @@ def test_tensorboard_holds_steps_epochs_and_hparams(pair_run):
     acc = EventAccumulator(str(pair_run / "tb"))
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "val/f1", "val/roc_auc", "hparam/best_metric"} <= scalars
+    assert {"train/loss", "train/lr", "val/f1", "val/roc_auc", "val/own_top1", "val/own_mrr",
+            "hparam/best_metric"} <= scalars
     assert [e.step for e in acc.Scalars("val/f1")] == list(range(1, 9))
     hparams = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)

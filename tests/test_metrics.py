@@ -3,8 +3,15 @@ import json
 import numpy as np
 import pytest
 
-from data_prep.symptoms import SYMPTOM_ID
-from trainable.metrics import bio_to_token_spans, pair_metrics, span_prf, token_spans_to_chars
+from data_prep.symptoms import SYMPTOM_ID, SYMPTOMS
+from trainable.metrics import (
+    best_f1_threshold,
+    bio_to_token_spans,
+    own_rank_metrics,
+    pair_metrics,
+    span_prf,
+    token_spans_to_chars,
+)
 
 SLEEP, MOOD = SYMPTOM_ID["SLEEP_ISSUES"], SYMPTOM_ID["DEPRESSED_MOOD"]
 
@@ -46,6 +53,58 @@ def test_pair_metrics_rejects_bad_input():
         pair_metrics(np.array([0, 1]), np.array([0.5]), np.array([0, 0]))
     with pytest.raises(ValueError, match="symptom ids"):
         pair_metrics(np.array([0, 1]), np.array([0.5, 0.5]), np.array([0, 10]))
+
+
+def _sentence(key: int, own: dict[int, int], scores: list[float]) -> list[tuple[int, int, int, float]]:
+    """(sentence key, symptom id, label, probability) rows of one sentence scored under every criterion
+    in ``scores`` (by symptom id); ``own``: symptom id -> label of its annotated rows."""
+    return [(key, sid, own.get(sid, 0), p) for sid, p in enumerate(scores)]
+
+
+def _columns(rows):
+    return [np.array(c) for c in zip(*rows, strict=True)]
+
+
+def test_own_rank_metrics_hand_computed():
+    flat = [0.1] * 10
+    rows = (
+        _sentence(0, {SLEEP: 1}, [*flat[:SLEEP], 0.9, *flat[SLEEP + 1:]])  # own first: rank 1
+        + _sentence(1, {MOOD: 1}, [0.5, 0.6, 0.7, 0.2, *flat[4:]])  # MOOD (0) third: rank 3, top APPETITE
+        # evidence for MOOD and SLEEP both: each is ranked without the other (MOOD's 0.8 < SLEEP's 0.9 is
+        # no error), so both rank first
+        + _sentence(2, {MOOD: 1, SLEEP: 1}, [0.8, 0.3, 0.3, 0.9, *flat[4:]])
+        + _sentence(3, {SLEEP: 1}, [0.4] * 10)  # all tied: counts against the own symptom (rank 10)
+    )
+    out = own_rank_metrics(*_columns(rows))
+    # ranked: s0 SLEEP 1, s1 MOOD 3, s2 MOOD 1, s2 SLEEP 1, s3 SLEEP 10
+    assert out["own_n"] == 5 and out["own_skipped"] == 0
+    assert out["own_top1"] == pytest.approx(3 / 5)
+    assert out["own_mrr"] == pytest.approx((1 + 1 / 3 + 1 + 1 + 1 / 10) / 5)
+    matrix = np.array(out["symptom_confusion"]["matrix"])
+    assert out["symptom_confusion"]["symptoms"] == list(SYMPTOMS) and matrix.sum() == 5
+    assert matrix[SLEEP, SLEEP] == 2 and matrix[MOOD, MOOD] == 1 and matrix[MOOD, SYMPTOM_ID["APPETITE_CHANGE"]] == 1
+    assert matrix[SLEEP].sum() == 3 and matrix[SLEEP, MOOD] == 1  # s3: a tie goes to another symptom
+    json.dumps(out)
+
+
+def test_own_rank_metrics_skip_sentences_without_every_criterion():
+    partial = [(0, SLEEP, 1, 0.9), (0, MOOD, 0, 0.2)]  # only two criteria scored
+    out = own_rank_metrics(*_columns(partial))
+    assert out["own_n"] == 0 and out["own_skipped"] == 1 and out["own_top1"] is None and out["own_mrr"] is None
+    rows = _sentence(5, {SLEEP: 1}, [0.2] * 10) + [(5, MOOD, 0, 0.95)]  # two rows for MOOD: the higher counts
+    out = own_rank_metrics(*_columns(rows))
+    assert out["own_mrr"] == pytest.approx(1 / 10)  # SLEEP ties eight (0.2) and loses to MOOD 0.95
+    assert np.array(out["symptom_confusion"]["matrix"])[SLEEP, MOOD] == 1
+
+
+def test_best_f1_threshold():
+    labels = np.array([1, 1, 0, 1, 0, 0])
+    probs = np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.1])
+    f1, threshold = best_f1_threshold(labels, probs)
+    # >= 0.6: tp 3, fp 1 -> F1 6/7; >= 0.8: tp 2 -> F1 0.8; >= 0.3: 3 / 5 predicted -> 0.75
+    assert threshold == pytest.approx(0.6) and f1 == pytest.approx(6 / 7)
+    assert pair_metrics(labels, probs, np.zeros(6), threshold=threshold)["f1"] == pytest.approx(f1)
+    assert best_f1_threshold(np.zeros(3), np.array([0.2, 0.5, 0.9])) == (None, None)
 
 
 @pytest.mark.parametrize("tags, spans", [

@@ -76,6 +76,37 @@ def test_report_counts_alignment_rules_and_splits(shared):
     assert set(report["splits"]) == {"train", "val", "test"}
 
 
+def test_pair_cross_negatives_are_counted_cached_and_seeded(shared):
+    fs = prepare_features(cfg(shared, "task=pair"), verbose=False)
+    splits = fs.meta["report"]["splits"]
+    for split, table in fs.examples.items():
+        rows, c = table.to_pylist(), splits[split]
+        cross = [r for r in rows if r["kind"] == "cross"]
+        assert c["examples"] == len(rows) == c["positive"] + c["annotated_negative"] + c["cross_negative"]
+        assert c["cross_negative"] == len(cross) == c["cross_hard"] + c["cross_other"] > 0
+        assert all(r["label"] == 0 for r in cross) and c["positive"] == sum(r["label"] for r in rows)
+        symptoms: dict[int, set[str]] = {}
+        for r in rows:
+            symptoms.setdefault(r["sentence_key"], set()).add(r["symptom"])
+        evidence = {r["sentence_key"] for r in rows if r["label"] == 1}
+        if split == "train":  # features.cross_negative_ratio=4: about 4 per evidence sentence
+            assert 3 * len(evidence) < len(cross) <= 4 * len(evidence)
+        else:  # eval_cross_negative_ratio=-1: every evidence sentence under all ten criteria
+            assert all(len(symptoms[k]) == 10 for k in evidence)
+    # the ratio is part of the cache key; the same seed rebuilds the same negatives, another seed others
+    fewer = prepare_features(cfg(shared, "task=pair", "features.cross_negative_ratio=1"), verbose=False)
+    assert not fewer.meta["cache_hit"] and fewer.meta["report"]["splits"]["train"]["cross_negative"] < \
+        splits["train"]["cross_negative"]
+    again = prepare_features(cfg(shared / "again", "task=pair", "features.cross_negative_ratio=1"), verbose=False)
+    assert again.examples["train"].equals(fewer.examples["train"])
+    other = prepare_features(cfg(shared, "task=pair", "features.cross_negative_ratio=1", "data.split_seed=7"),
+                             verbose=False)
+    both = set(fewer.meta["manifest"]["train"]) & set(other.meta["manifest"]["train"])  # posts in both trains
+    mine, theirs = ({r["example_id"] for r in fs_.examples["train"].to_pylist()
+                     if r["kind"] == "cross" and r["group"] in both} for fs_ in (fewer, other))
+    assert len(mine) == len(theirs) > 20 and mine != theirs
+
+
 def test_squad_v2_goes_through_the_span_path(tmp_path):
     context = "The quick brown fox jumps over the lazy dog. It was sunny."
     data = {"version": "v2.0", "data": [

@@ -5,7 +5,9 @@
     config.json          the encoder's Hugging Face config (rebuilds the architecture offline)
     tokenizer files      the tokenizer the features were built with (save_pretrained)
     train_config.yaml    the run's resolved TrainConfig
-    meta.json            task, tokenizer identity (fingerprint), source model, epoch, metric
+    meta.json            task, tokenizer identity (fingerprint), source model, epoch, metric (name and
+                         value); pair: evidence_threshold, the F1-best probability threshold on validation
+                         at that epoch (checkpoints written before it lack the key; predict then uses 0.5)
 
 Evaluation and prediction load it with ``load_model``; the loop resumes with ``load_training_state``.
 """

@@ -17,6 +17,13 @@ from data_prep.errors import ConfigError
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("auto", "cpu", "cuda")
 PRIMARY_METRIC = {"span": "f1", "span_crf": "span_f1", "pair": "f1"}
+# Validation metrics (higher is better) that may pick the checkpoint instead (training.metric).
+SELECTABLE_METRICS = {
+    "span": ("f1", "exact", "HasAns_f1", "best_f1"),
+    "span_crf": ("span_f1", "f1", "exact"),
+    "pair": ("f1", "own_top1", "own_mrr", "best_f1", "annotated_f1", "accuracy"),
+}
+RANK_METRICS = ("own_top1", "own_mrr")  # need every evidence sentence under all ten criteria
 
 
 @dataclass
@@ -41,6 +48,9 @@ class TrainingConfig:
     n_best_size: int = doc("span: start/end candidates considered per window", 20)
     max_answer_length: int = doc("span: longest answer in tokens", 64)
     log_every: int = doc("optimizer steps between train/loss log points", 10)
+    metric: str | None = doc("validation metric that picks the checkpoint, stops early and that a sweep "
+                             "maximises; default: the task's primary (f1 / span_f1). pair: f1 | own_top1 | "
+                             "own_mrr | best_f1 | annotated_f1 | accuracy", None)
     device: str = doc("auto | cpu | cuda", "auto")
 
 
@@ -81,9 +91,27 @@ def validate_train(cfg, *, check_hardware: bool = True) -> None:
         raise ConfigError("training.amp", f"must be one of {', '.join(AMP_MODES)}; got {t.amp!r}")
     if t.device not in DEVICES:
         raise ConfigError("training.device", f"must be one of {', '.join(DEVICES)}; got {t.device!r}")
+    validate_metric(cfg)
     validate_augment(cfg.augment)
     if check_hardware:
         check_device(t)
+
+
+def metric_name(cfg) -> str:
+    """The validation metric a run is judged by: training.metric, or the task's primary."""
+    return cfg.training.metric or PRIMARY_METRIC[cfg.task]
+
+
+def validate_metric(cfg) -> None:
+    name, allowed = cfg.training.metric, SELECTABLE_METRICS[cfg.task]
+    if name is None:
+        return
+    if name not in allowed:
+        raise ConfigError("training.metric", f"for task={cfg.task} must be one of {', '.join(allowed)}; got {name!r}")
+    if name in RANK_METRICS and cfg.features.eval_cross_negative_ratio != -1:
+        raise ConfigError("training.metric", f"{name} ranks each evidence sentence's criterion among all ten, so "
+                                             "it needs features.eval_cross_negative_ratio=-1; got "
+                                             f"{cfg.features.eval_cross_negative_ratio}")
 
 
 def check_device(t) -> None:

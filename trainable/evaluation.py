@@ -3,7 +3,8 @@
 The model pass yields one output per feature row (sharded over ranks, gathered back in row
 order); scoring is then plain NumPy on those outputs, through the post-processing and metric
 modules: span -> best_char_spans + SQuAD v2; span_crf -> Viterbi paths, BIO -> character
-spans, span P/R/F1 + the same SQuAD EM/F1; pair -> softmax probabilities, pair_metrics.
+spans, span P/R/F1 + the same SQuAD EM/F1; pair -> softmax probabilities, pair_metrics, the
+F1-best threshold and the own criterion's rank (own_rank_metrics).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from data_prep.examples import CROSS
 from trainable.batching import BucketBatchSampler, Collator, Columns
 from trainable.checkpoint import unwrap
-from trainable.metrics import bio_to_token_spans, pair_metrics, span_prf, token_spans_to_chars
+from trainable.metrics import (
+    best_f1_threshold,
+    bio_to_token_spans,
+    own_rank_metrics,
+    pair_metrics,
+    span_prf,
+    token_spans_to_chars,
+)
 from trainable.postprocess import best_char_spans
 from trainable.squad_metric import squad_v2_scores
 
@@ -181,9 +190,40 @@ def score_span_crf(outputs: list, cols: Columns, examples: pa.Table) -> tuple[di
 
 
 def score_pair(outputs: list, cols: Columns, examples: pa.Table) -> tuple[dict, list[dict]]:
+    """Binary metrics at 0.5 over every example (annotated and cross negatives), the F1-best threshold
+    (best_f1, best_f1_thresh: what a checkpoint keeps as its evidence threshold), the binary F1 of the
+    annotated examples alone, the share of cross negatives called evidence, and the rank of each
+    evidence sentence's own criterion among all ten (own_top1, own_mrr, symptom_confusion)."""
     probs = np.asarray(outputs, dtype=np.float64)
-    labels = cols.scalars["label"]
-    metrics = pair_metrics(labels, probs, cols.scalars["symptom_id"])
+    labels, symptom_ids = cols.scalars["label"], cols.scalars["symptom_id"]
+    metrics = pair_metrics(labels, probs, symptom_ids)
+    metrics["best_f1"], metrics["best_f1_thresh"] = best_f1_threshold(labels, probs)
+    kinds = _example_column(examples, "kind", cols.example_ids)
+    if kinds is not None:
+        cross = kinds == CROSS
+        metrics["annotated_f1"] = pair_metrics(labels[~cross], probs[~cross], symptom_ids[~cross])["f1"] \
+            if (~cross).any() else None
+        metrics["cross_evidence_rate"] = float((probs[cross] >= 0.5).mean()) if cross.any() else None
+    keys = _example_column(examples, "sentence_key", cols.example_ids)
+    if keys is not None:
+        metrics.update(own_rank_metrics(keys, symptom_ids, labels, probs))
     predictions = [{"id": k, "prediction": int(p >= 0.5), "score": float(p), "gold": int(y)}
                    for k, p, y in zip(cols.example_ids, probs, labels, strict=True)]
+    if kinds is not None:
+        for record, kind in zip(predictions, kinds.tolist(), strict=True):
+            record["kind"] = kind
     return metrics, predictions
+
+
+def _example_column(examples: pa.Table, name: str, ids: list[str]) -> np.ndarray | None:
+    """``examples[name]`` in the order of the feature rows ``ids``; None for a table without it."""
+    if name not in examples.column_names:
+        return None
+    where = {k: i for i, k in enumerate(examples.column("example_id").to_pylist())}
+    return examples.column(name).to_numpy(zero_copy_only=False)[[where[k] for k in ids]]
+
+
+def chosen_thresholds(task: str, metrics: dict) -> dict[str, float | None]:
+    """What a checkpoint keeps of its validation metrics to decide with later: for pair, the
+    F1-best evidence threshold (trainable.predict uses it instead of 0.5)."""
+    return {"evidence_threshold": metrics.get("best_f1_thresh")} if task == "pair" else {}

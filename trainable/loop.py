@@ -32,8 +32,8 @@ from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
 from trainable.batching import Batch, BucketBatchSampler, Collator, Columns, columns_from_table, prefetch
 from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
-from trainable.config import PRIMARY_METRIC, TrainConfig, check_device, validate_train
-from trainable.evaluation import evaluate
+from trainable.config import TrainConfig, check_device, metric_name, validate_train
+from trainable.evaluation import chosen_thresholds, evaluate
 from trainable.losses import class_alpha
 from trainable.models import TaskModel, build_model
 from trainable.session import LocalSession, RaySession, Session
@@ -91,7 +91,7 @@ def default_session(cfg) -> Session:
 
         try:
             ray.train.get_context()
-            return RaySession(resume=cfg.resume)
+            return RaySession(cfg.out_dir, resume=cfg.resume)
         except RuntimeError:
             pass
     return LocalSession(cfg.out_dir, resume=cfg.resume)
@@ -378,7 +378,7 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
                       device=run.device, autocast=run.autocast,
                       pad_token_id=run.fs.meta["tokenizer"]["pad_token_id"], rank=session.rank,
                       world_size=session.world_size)
-    metric = result.scalars[PRIMARY_METRIC[cfg.task]]
+    metric = result.scalars[metric_name(cfg)]
     improved = state.best is None or metric > state.best
     state.epoch = epoch
     state.best = metric if improved else state.best
@@ -389,7 +389,7 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     tb.epoch(epoch + 1, report, state.best)
     if improved and session.is_main:
         with tempfile.TemporaryDirectory(prefix="trainable-ckpt-") as tmp:
-            save_run_checkpoint(run, tmp, metric)
+            save_run_checkpoint(run, tmp, metric, chosen_thresholds(cfg.task, result.metrics))
             session.report(report, tmp)
     else:
         session.report(report)
@@ -397,11 +397,11 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     return bool(patience) and state.bad_epochs >= patience
 
 
-def save_run_checkpoint(run: Run, path: str, metric: float) -> None:
+def save_run_checkpoint(run: Run, path: str, metric: float, thresholds: dict | None = None) -> None:
     training_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                       "scaler": run.scaler.state_dict(), "progress": asdict(run.state)}
     meta = {"task": run.cfg.task, "tokenizer": run.fs.meta["tokenizer"], "model": run.source,
-            "epoch": run.state.epoch + 1, "metric_name": PRIMARY_METRIC[run.cfg.task], "metric": metric}
+            "epoch": run.state.epoch + 1, "metric_name": metric_name(run.cfg), "metric": metric, **(thresholds or {})}
     save_checkpoint(path, model=run.model, tokenizer=run.tokenizer, config=run.config, meta=meta,
                     training_state=training_state)
 

@@ -1,4 +1,5 @@
-"""Evaluation metrics of the ``pair`` (binary classification) and ``span_crf`` (BIO spans) tasks.
+"""Evaluation metrics of the ``pair`` (binary classification, and the rank of each evidence sentence's
+own criterion among all ten) and ``span_crf`` (BIO spans) tasks.
 
 Every value is a plain Python number (or None), so the dicts go straight into Ray reports,
 TensorBoard and JSON files.
@@ -13,6 +14,7 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     confusion_matrix,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -55,6 +57,70 @@ def pair_metrics(
         out["per_symptom"][SYMPTOMS[sid]] = {"n": int(rows.sum()), "positives": int(labels[rows].sum()),
                                              **_prf(labels[rows], preds[rows])}
     return out
+
+
+def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float | None, float | None]:
+    """(best F1, its threshold): the probability threshold (predict evidence when ``probs >=`` it)
+    that maximises binary F1 on these examples; (None, None) without a positive label."""
+    labels, probs = np.asarray(labels).ravel().astype(np.int64), np.asarray(probs, dtype=np.float64).ravel()
+    if not labels.any():
+        return None, None
+    precision, recall, thresholds = precision_recall_curve(labels, probs)
+    p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=p + r > 0)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(thresholds[best])
+
+
+def own_rank_metrics(sentence_keys: np.ndarray, symptom_ids: np.ndarray, labels: np.ndarray,
+                     probs: np.ndarray) -> dict:
+    """How well the own criterion of each evidence sentence beats the other nine.
+
+    Rows are (criterion, sentence) examples; rows with the same ``sentence_keys`` value are one
+    sentence. Every row with label 1 is an evidence sentence and its symptom the own one; it is ranked
+    among all ten symptoms by the sentence's probability under each (the highest of a symptom's rows,
+    if it has several). Other symptoms the sentence is also evidence for are left out of its ranking,
+    and a tie counts against the own symptom (a model that gives every criterion the same score
+    ranks last, not first). A sentence lacking a score for some symptom is not ranked (``own_skipped``).
+
+    Returns own_top1 (share ranked first; chance 0.1), own_mrr (mean of 1/rank), own_n (ranked),
+    own_skipped, and symptom_confusion: rows = own symptom, columns = the top-ranked symptom, in
+    SYMPTOMS order. own_top1 and own_mrr are None when nothing was ranked.
+    """
+    keys, sids, labels, probs = (np.asarray(a).ravel() for a in (sentence_keys, symptom_ids, labels, probs))
+    if not keys.size == sids.size == labels.size == probs.size:
+        raise ValueError(f"own_rank_metrics: need equally long arrays; got {keys.size}, {sids.size}, "
+                         f"{labels.size}, {probs.size}")
+    n = len(SYMPTOMS)
+    scores: dict[int, np.ndarray] = {}
+    evidence: dict[int, set[int]] = {}
+    for key, sid, label, prob in zip(keys.tolist(), sids.tolist(), labels.tolist(), probs.tolist(), strict=True):
+        row = scores.setdefault(key, np.full(n, np.nan))
+        row[sid] = prob if np.isnan(row[sid]) else max(row[sid], prob)
+        if label == 1:
+            evidence.setdefault(key, set()).add(sid)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    reciprocal, skipped = [], 0
+    for key, sid, label, prob in zip(keys.tolist(), sids.tolist(), labels.tolist(), probs.tolist(), strict=True):
+        if label != 1:
+            continue
+        others = [s for s in range(n) if s not in evidence[key]]
+        rivals = scores[key][others]
+        if np.isnan(rivals).any():
+            skipped += 1
+            continue
+        beaten_by = rivals >= prob
+        rank = 1 + int(beaten_by.sum())
+        reciprocal.append(1.0 / rank)
+        confusion[sid, sid if rank == 1 else others[int(np.argmax(rivals))]] += 1
+    ranked = len(reciprocal)
+    return {
+        "own_top1": float(np.mean(np.asarray(reciprocal) == 1.0)) if ranked else None,
+        "own_mrr": float(np.mean(reciprocal)) if ranked else None,
+        "own_n": ranked,
+        "own_skipped": skipped,
+        "symptom_confusion": {"symptoms": list(SYMPTOMS), "matrix": confusion.tolist()},
+    }
 
 
 def _prf(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:

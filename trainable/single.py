@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.errors import UserError
 from data_prep.pipeline import prepare_features
-from trainable.config import PRIMARY_METRIC, TrainConfig, validate_train
+from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.evaluate import absolute, evaluate_checkpoint, load_checkpoint
 from trainable.loop import check_resume_task, train_loop
 from trainable.session import LocalSession
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
     metrics = run(cfg)
     history = json.loads((Path(cfg.out_dir) / "metrics.json").read_text())
     best = max(history, key=lambda m: m["metric"])
-    primary = PRIMARY_METRIC[cfg.task]
+    primary = metric_name(cfg)
     print(f"best epoch {best['epoch']}: val {primary} {best['metric']:.4f}; "
           f"test {primary} {metrics[primary]:.4f}; outputs in {cfg.out_dir}")
 
