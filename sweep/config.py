@@ -22,6 +22,7 @@ SCHEDULERS = ("asha", "fifo")
 REAL_DATASETS = ("redsm5", "squad_v2")
 DEFAULT_RETRAIN_SEEDS = 3
 SQLITE = "sqlite:///"
+QUIET, EVENTS, RAY_OUTPUT = 0, 1, 2  # sweep.verbose: the leaderboard; + a line per trial event; + Ray's own
 
 
 @dataclass
@@ -53,7 +54,10 @@ class SweepSection:
         "overrides of the search space, by dotted key: sweep.space.training.lr.high=1e-2, "
         "sweep.space.features.max_length=[64,128], sweep.space.training.dropout=null (not searched)",
         factory=dict)
-    verbose: int = doc("Tune's progress output: 0 silent, 1 status tables", 1)
+    verbose: int = doc(
+        "output: 0 only the final leaderboard, 1 also one line per trial event (start, each epoch's "
+        "metric, stop by ASHA or early stopping, finish, error), 2 also Ray's own output (Tune's "
+        "status tables, Ray Train's and the workers' logs, warnings)", 1)
 
 
 @dataclass
@@ -123,6 +127,8 @@ def validate_sweep(cfg: Any) -> None:
         _at_least(f"sweep.{key}", getattr(s, key), 1)
     _at_least("sweep.reduction_factor", s.reduction_factor, 2)
     _at_least("sweep.max_failures", s.max_failures, 0)
+    if s.verbose not in (QUIET, EVENTS, RAY_OUTPUT):
+        raise ConfigError("sweep.verbose", f"must be 0, 1 or 2; got {s.verbose}")
     for key in ("max_concurrent",):
         if getattr(s, key) is not None:
             _at_least(f"sweep.{key}", getattr(s, key), 1)

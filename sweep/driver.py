@@ -15,9 +15,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweep.config import SweepConfig, train_dict
+from sweep.config import RAY_OUTPUT, SweepConfig, train_dict
 from sweep.space import apply_params, variant_key
-from sweep.summary import DONE_FILE, METRIC
+from sweep.summary import DONE_FILE, METRIC, PARAMS_FILE
 
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1}  # {"cpu": 0} alone is rejected by Tune; see RAY-NOTES
 TRAIN_RUN_NAME = "train"
@@ -34,7 +34,9 @@ def loop_config(cfg, trial_dir: str) -> dict[str, Any]:
     return {**train_dict(cfg), "out_dir": trial_dir, "tb_dir": str(Path(trial_dir) / TB_DIR)}
 
 
-def train_run_config(trial_dir: str, max_failures: int):
+def train_run_config(trial_dir: str, max_failures: int, verbose: int = 1):
+    """Ray Train's own INFO lines (each report's metrics, state transitions, worker start) only at
+    ``sweep.verbose=2``; the sweep prints one line per trial event instead."""
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -45,6 +47,7 @@ def train_run_config(trial_dir: str, max_failures: int):
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),
         failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose >= RAY_OUTPUT else "WARNING"),
     )
 
 
@@ -62,6 +65,8 @@ def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
     cfg = trial_config(setup["base"], params)
     trial_dir = tune.get_context().get_storage().trial_fs_path
     done = Path(trial_dir) / DONE_FILE
+    Path(trial_dir).mkdir(parents=True, exist_ok=True)
+    (Path(trial_dir) / PARAMS_FILE).write_text(json.dumps(params))
     if done.is_file():  # finished before the sweep was killed: report it again, train nothing
         tune.report(json.loads(done.read_text()))
         return
@@ -70,7 +75,7 @@ def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
         loop_config(cfg, trial_dir), setup["refs"][variant_key(params)],
         num_workers=res["workers"], use_gpu=res["gpus_per_worker"] > 0,
         resources_per_worker=res["per_worker"],
-        run_config=train_run_config(trial_dir, int(cfg.sweep.max_failures)))
+        run_config=train_run_config(trial_dir, int(cfg.sweep.max_failures), int(cfg.sweep.verbose)))
     result = trainer.fit()
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float | str | bool)}
     done.write_text(json.dumps(final))

@@ -10,10 +10,13 @@ sweep continues with ``resume=true``: finished trials stay finished.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ from omegaconf import OmegaConf
 from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.errors import ConfigError
 from sweep.config import (
+    EVENTS,
+    RAY_OUTPUT,
     SweepConfig,
     leaf_diff,
     resolve_tracking_uri,
@@ -71,7 +76,8 @@ the cluster in RAY_ADDRESS, else starts a local Ray. Resume an interrupted sweep
 (its out_dir) or resume=RUN_DIR. Leaves in out_dir: config.yaml, summary.json, trials.parquet,
 plots, best_checkpoint/ and the Tune experiments (tensorboard --logdir out_dir shows every trial).
 Ctrl-C or SIGTERM stops a sweep with its state saved. One driver per run directory: a second one
-exits at once (status 2) naming the first (the lock file out_dir/driver.lock).
+exits at once (status 2) naming the first (the lock file out_dir/driver.lock). Prints one line per
+trial event and the final leaderboard (sweep.verbose=0: the leaderboard only; 2: Ray's own output too).
 """
 STAGE1, STAGE2 = "search", "stage2"
 TIMINGS_FILE = "timings.json"
@@ -139,6 +145,54 @@ def resumed_config(cfg):
     saved.resume = str(run_dir)
     saved.out_dir = str(run_dir)
     return saved
+
+
+def info(cfg, message: str) -> None:
+    """A line of the sweep's own progress, shown from sweep.verbose=1."""
+    if cfg.sweep.verbose >= EVENTS:
+        print(message, flush=True)
+
+
+def quiet_ray(verbose: int) -> None:
+    """Below sweep.verbose=2, Ray's own output stays in its session logs (/tmp/ray/session_*/logs).
+
+    Environment knobs Ray reads when it is imported and initialized, so this runs before ``connect``:
+    the workers' and raylets' lines are not forwarded to this process (``log_to_driver``); a local
+    Ray gets token authentication by asking for it, as Ray does by default, minus the warning it
+    prints then (a remote cluster's mode is the user's to set); Optuna says only warnings.
+    """
+    if verbose >= RAY_OUTPUT:
+        return
+    import optuna
+
+    os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
+    if os.environ.get("RAY_ADDRESS", "").strip() in ("", "local"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextmanager
+def tune_output(verbose: int) -> Iterator[None]:
+    """The environment Tune reads in ``fit()``, set for that call only.
+
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1: no tensorboardX logger (a trial's TensorBoard run is the
+    loop's own, ``<trial>/tb``); the CSV and JSON loggers the summary reads are passed explicitly.
+    RAY_AIR_NEW_OUTPUT=0 below verbose 2: Tune's default reporter prints its experiment and status
+    tables even at verbose=0, the classic one honours it.
+    """
+    values = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    if verbose < RAY_OUTPUT:
+        values["RAY_AIR_NEW_OUTPUT"] = "0"
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # ---------------------------------------------------------------- features
@@ -251,25 +305,33 @@ def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num
               searcher=None, scheduler=None, param_space: dict | None = None) -> None:
     """One Tune experiment under run_dir/name; continues it when it already exists."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweep import tracking
+    from sweep.progress import TrialEvents
+    from trainable.config import metric_name
 
     exp = run_dir / name
-    if tune.Tuner.can_restore(str(exp)):
-        print(f"sweep: resuming {exp}")
+    if tune.Tuner.can_restore(str(exp)):  # its callbacks and verbosity come back with it
+        print(f"sweep: resuming {exp}", flush=True)
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=True,
                                    param_space=param_space)
     else:
+        events = TrialEvents(OmegaConf.to_container(cfg, resolve=True), run_dir, name, metric_name(cfg),
+                             verbose=cfg.sweep.verbose)
         tuner = tune.Tuner(
             trainable, param_space=param_space or {},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
                                         max_concurrent_trials=concurrency,
                                         trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(name=name, storage_path=str(run_dir), verbose=cfg.sweep.verbose,
-                                      callbacks=[_first_result_callback(run_dir),
+            run_config=tune.RunConfig(name=name, storage_path=str(run_dir),
+                                      verbose=1 if cfg.sweep.verbose >= RAY_OUTPUT else 0,
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), events,
+                                                 _first_result_callback(run_dir),
                                                  *tracking.callbacks(cfg, run_dir, name)],
                                       failure_config=tune.FailureConfig(max_failures=0)))
-    tuner.fit()
+    with tune_output(cfg.sweep.verbose):
+        tuner.fit()
     states = trial_states(exp)
     unfinished = [t for t, s in states.items() if s not in ("TERMINATED", "ERROR")]
     if unfinished or len(states) < num_samples:
@@ -339,7 +401,7 @@ def second_stage(cfg, run_dir: Path, dists, trainable, concurrency: int) -> None
         top = sorted(records, key=lambda r: -r.best_metric)[: cfg.sweep.top_k]
         narrowed = narrow(dists, [r.params for r in top])
         path.write_text(json.dumps(describe(narrowed), indent=1))
-    print(f"sweep: stage 2 space {describe(narrowed)}")
+    info(cfg, f"sweep: stage 2 space {describe(narrowed)}")
     n = cfg.sweep.stage2_samples
     run_stage(cfg, run_dir, STAGE2, trainable, concurrency=min(concurrency, n), num_samples=n,
               searcher=make_searcher(narrowed, cfg.seed + 1, min(startup_trials(cfg), n)),
@@ -369,7 +431,7 @@ def final_test(cfg, run_dir: Path, shared: Shared) -> dict[str, Any] | None:
     best = best_trial(records)
     checkpoint = best_checkpoint_of(best) if best else None
     if checkpoint is None:
-        print("sweep: no checkpoint to test (no trial finished an epoch)")
+        info(cfg, "sweep: no checkpoint to test (no trial finished an epoch)")
         return None
     config = train_dict(trial_config(OmegaConf.to_container(cfg, resolve=True), best.params))
     req = TrialResources.from_config(cfg)
@@ -406,8 +468,8 @@ def prepare_run(cfg, dists) -> Prepared:
     cfg.out_dir = str(run_dir)
     address = connect()
     concurrency, cluster = cluster_plan(cfg, cfg.sweep.num_samples)
-    print(f"sweep: Ray at {address}; {cluster}; trial = {TrialResources.from_config(cfg).describe()}; "
-          f"{concurrency} trial(s) at once")
+    info(cfg, f"sweep: Ray at {address}; {cluster}; trial = {TrialResources.from_config(cfg).describe()}; "
+              f"{concurrency} trial(s) at once")
     save_config(cfg, run_dir)
     (run_dir / SPACE_FILE).write_text(json.dumps(describe(dists), indent=1))
     update_timings(run_dir, keep=True, started_at=started)
@@ -415,8 +477,8 @@ def prepare_run(cfg, dists) -> Prepared:
     shared = share_features(cfg, variants)
     update_timings(run_dir, prepare_s=shared.prepare_s, put_s=shared.put_s, variants=len(variants),
                    feature_bytes=sum(shared.sizes.values()), features_ready_at=time.time())
-    print(f"sweep: {len(variants)} feature variant(s) prepared in {shared.prepare_s:.1f} s, "
-          f"shared in {shared.put_s:.2f} s")
+    info(cfg, f"sweep: {len(variants)} feature variant(s) prepared in {shared.prepare_s:.1f} s, "
+              f"shared in {shared.put_s:.2f} s")
     return Prepared(run_dir, concurrency, shared)
 
 
@@ -452,6 +514,7 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION)
     hold_run_dir(run_dir_of(cfg), create=not cfg.resume)  # one driver per run dir, before anything reads it
     cfg, dists = checked_config(cfg)
+    quiet_ray(cfg.sweep.verbose)  # before Ray is imported
     connect()
     with StopSignals() as stop:
         try:

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from data_prep.errors import UserError
 from sweep.schema import validate_summary
+from trainable.session import METRICS_FILE
 
 SEARCH_STAGES = ("search", "stage2")
 RETRAIN = "retrain"
@@ -33,6 +34,7 @@ TEST_FILE = "test_metrics.json"
 BEST_CHECKPOINT = "best_checkpoint"
 SPACE_FILE = "space.json"
 DONE_FILE = "trial_done.json"
+PARAMS_FILE = "trial_params.json"  # the driver's copy of the trial's params, written where the trial lives
 METRIC = "metric"
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b[^:]*:?")
 
@@ -75,9 +77,15 @@ def run_config(run_dir: str | Path):
 
 
 def read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """One result per epoch, in epoch order (the last report of a repeated epoch wins)."""
-    path = trial_dir / "result.json"
+    """One result per epoch, in epoch order (the last report of a repeated epoch wins).
+
+    Tune's result.json gives each epoch its bookkeeping (trial id, times); the loop's own
+    metrics.json (written by rank 0 where the trial lives) is the authority on which epochs ran:
+    Tune stages result.json on the driver and starts it again in a resumed driver, so after a
+    stop and resume it can lack the epochs before the stop.
+    """
     by_epoch: dict[int, dict] = {}
+    path = trial_dir / "result.json"
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
@@ -87,6 +95,13 @@ def read_results(trial_dir: Path) -> list[dict[str, Any]]:
                     continue
                 if "epoch" in r and METRIC in r:
                     by_epoch[int(r["epoch"])] = r
+    own = trial_dir / METRICS_FILE
+    if own.is_file():
+        try:
+            for r in json.loads(own.read_text()):
+                by_epoch[int(r["epoch"])] = {**by_epoch.get(int(r["epoch"]), {}), **r}
+        except (json.JSONDecodeError, KeyError, TypeError):  # replaced atomically; never half-written
+            pass
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -140,6 +155,17 @@ def stop_reason(state: str, history: list[dict], planned: int, stopped_at: int |
     return "unfinished"
 
 
+def trial_dirs(exp_dir: Path) -> list[Path]:
+    """Every trial directory of an experiment: with Tune's params.json, or the driver's own copy of the
+    params (Tune syncs its files from the driver in batches; a stop can come before the first sync)."""
+    return sorted({p.parent for name in ("params.json", PARAMS_FILE) for p in exp_dir.glob(f"*/{name}")})
+
+
+def trial_params(trial_dir: Path) -> dict[str, Any]:
+    tune_file = trial_dir / "params.json"
+    return json.loads((tune_file if tune_file.is_file() else trial_dir / PARAMS_FILE).read_text())
+
+
 def load_trials(run_dir: Path, experiment: str, cfg) -> list[TrialRecord]:
     exp_dir = run_dir / experiment
     if not exp_dir.is_dir():
@@ -147,10 +173,10 @@ def load_trials(run_dir: Path, experiment: str, cfg) -> list[TrialRecord]:
     states = trial_states(exp_dir)
     stops = read_stops(run_dir)
     records = []
-    for trial_dir in sorted(p.parent for p in exp_dir.glob("*/params.json")):
-        params = json.loads((trial_dir / "params.json").read_text())
+    for trial_dir in trial_dirs(exp_dir):
+        params = trial_params(trial_dir)
         history = read_results(trial_dir)
-        trial_id = history[-1]["trial_id"] if history else _id_from_dir(trial_dir.name)
+        trial_id = next((r["trial_id"] for r in reversed(history) if "trial_id" in r), _id_from_dir(trial_dir.name))
         state = states.get(trial_dir.name, "UNKNOWN")
         error = read_error(trial_dir) if state != "TERMINATED" else None
         planned = int(params.get("training.epochs", cfg.training.epochs))
@@ -164,7 +190,7 @@ def load_trials(run_dir: Path, experiment: str, cfg) -> list[TrialRecord]:
             best_metric=_num(best[METRIC]) if best else None,
             best_epoch=int(best["epoch"]) if best else None, augment=trial_augment(cfg, params),
             best_result=_scalars(best) if best else {},
-            time_s=float(history[-1].get("time_total_s", 0.0)) if history else 0.0,
+            time_s=float(next((r["time_total_s"] for r in reversed(history) if "time_total_s" in r), 0.0)),
             path=str(trial_dir), history=[{"epoch": r["epoch"], METRIC: r[METRIC]} for r in history]))
     return records
 
@@ -223,7 +249,11 @@ def best_checkpoint_of(record: TrialRecord) -> Path | None:
 
 
 def copy_best_checkpoint(run_dir: Path, record: TrialRecord) -> Path | None:
-    """Copy (then swap in) the best trial's checkpoint to run_dir/best_checkpoint."""
+    """Copy (then swap in) the best trial's checkpoint to run_dir/best_checkpoint: what evaluation and
+    prediction load (weights, configs, tokenizer, meta). The optimizer, scheduler, scaler and RNG
+    state (most of a checkpoint's size) stays in the trial's own checkpoint, for resuming it."""
+    from trainable.checkpoint import STATE_FILE
+
     source = best_checkpoint_of(record)
     if source is None:
         return None
@@ -233,7 +263,7 @@ def copy_best_checkpoint(run_dir: Path, record: TrialRecord) -> Path | None:
         return target
     tmp = run_dir / (BEST_CHECKPOINT + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(STATE_FILE))
     (tmp / ".source").write_text(str(source))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -254,7 +284,7 @@ def retrain_summary(records: list[TrialRecord]) -> dict[str, Any] | None:
 
 def build_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord]]:
     """summary.json's content and the search trials' records, from what is on disk."""
-    from trainable.config import PRIMARY_METRIC
+    from trainable.config import metric_name
     from trainable.evaluate import json_safe  # NaN/inf (a loss over no rows) become null
 
     run_dir = Path(run_dir)
@@ -268,7 +298,7 @@ def build_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord
     space = json.loads((run_dir / SPACE_FILE).read_text()) if (run_dir / SPACE_FILE).is_file() else {}
     summary = {
         "run_dir": str(run_dir), "task": cfg.task, "metric": METRIC, "mode": "max",
-        "primary_metric": PRIMARY_METRIC[cfg.task],
+        "primary_metric": metric_name(cfg),
         "best": None if best is None else {
             "trial_id": best.trial_id, "experiment": best.experiment, "metric": best.best_metric,
             "epoch": best.best_epoch, "params": best.params, "result": best.best_result,

@@ -2,7 +2,7 @@
 
 The sweeps run as real ``python -m sweep.run`` subprocesses attached (RAY_ADDRESS) to a local
 Ray cluster that this module starts, so the test can kill the driver or a Train worker process
-and look at Ray Train's own record of the runs.
+and look at the cluster's own record of its actors (Ray's State API).
 """
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from ray.util.state import list_actors
 
 from sweep.resources import set_ray_env
 from sweep.summary import DONE_FILE, read_results
@@ -38,11 +42,34 @@ def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster():
     set_ray_env()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    ray.init(address=c.address, logging_level="ERROR")
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    with own_ray_address() as port:
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "gcs_server_port": port})
+        ray.init(address=c.address, logging_level="ERROR")
+        yield c
+        ray.shutdown()
+        c.shutdown()
+
+
+@contextmanager
+def own_ray_address() -> Iterator[int]:
+    """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
+
+    Ray code that looks for "the" cluster without an address (Ray Train's placement-group cleaner,
+    through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
+    and a stopped trial's placement group is never freed: the next trial waits for it forever.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    saved = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    try:
+        yield port
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved
 
 
 def start(cluster, cmd: list[str], log: Path) -> subprocess.Popen:
@@ -116,35 +143,32 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(cluster, tmp_
     assert "resuming" in log2.read_text()
 
 
+def train_workers(cluster) -> dict:
+    """Ray Train's worker actors in the cluster, alive or dead, by actor id (Ray's State API)."""
+    actors = list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker")], detail=True,
+                         raise_on_missing_output=False, timeout=30)
+    return {a.actor_id: a for a in actors}
+
+
 @pytest.mark.slow
 def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_path):
-    from ray.train.v2._internal.state.state_actor import get_state_actor
-
     run_dir = tmp_path / "run"
     log = tmp_path / "sweep.log"
-    proc = start(cluster, sweep_cmd(tmp_path, "sweep.num_samples=1", "sweep.max_failures=2"), log)
+    earlier = set(train_workers(cluster))  # the other test's sweeps ran on this cluster too
+    proc = start(cluster, sweep_cmd(tmp_path, "sweep.num_samples=1", "sweep.max_failures=2", "sweep.verbose=1"),
+                 log)
 
     def first_epoch_reported():
         trials = trial_dirs(run_dir)
         return trials[0] if trials and read_results(trials[0]) else None
 
     trial = wait_for(first_epoch_reported, proc, log, "the first epoch")
-    storage = str(trial)
 
-    def attempts_of_trial() -> list:
-        actor = get_state_actor()
-        if actor is None:
-            return []
-        runs = ray.get(actor.get_train_runs.remote())
-        attempts = ray.get(actor.get_train_run_attempts.remote())
-        return [a for run in runs.values() if run.run_settings.run_config.storage_path == storage
-                for a in sorted(attempts.get(run.id, {}).values(), key=lambda a: a.start_time_ns)]
+    def worker_pid():  # the sweep's one trial has one worker
+        alive = [a for i, a in train_workers(cluster).items() if i not in earlier and a.state == "ALIVE"]
+        return alive[0].pid if alive else None
 
-    def worker_pid():
-        running = [a for a in attempts_of_trial() if a.status == "RUNNING" and a.workers]
-        return running[0].workers[0].pid if running else None
-
-    pid = wait_for(worker_pid, proc, log, "the worker's pid in Ray Train's state")
+    pid = wait_for(worker_pid, proc, log, "the trial's worker in Ray's actor table")
     os.kill(pid, signal.SIGKILL)
     finish(proc, log)
 
@@ -152,6 +176,17 @@ def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_pa
     (t,) = summary["trials"]
     assert t["state"] == "TERMINATED" and t["stop_reason"] == "finished" and t["error"] is None
     assert [r["epoch"] for r in read_results(trial)] == list(range(1, EPOCHS + 1))
-    attempts = attempts_of_trial()
-    assert len(attempts) >= 2  # the worker group was restarted
-    assert attempts[0].status != "FINISHED" and attempts[-1].status == "FINISHED"
+    workers = [a for i, a in train_workers(cluster).items() if i not in earlier]
+    assert len(workers) >= 2 and len({a.pid for a in workers}) == len(workers)  # the worker group was restarted
+    killed = next(a for a in workers if a.pid == pid)
+    assert killed.state == "DEAD" and killed.death_cause  # ended by the kill, then replaced
+    # The sweep's own output: one line per trial event (the retry is Ray Train's and invisible to
+    # Tune), the leaderboard, and none of Ray's output.
+    text = log.read_text()
+    events = [x for x in text.splitlines() if x.startswith(f"search trial {t['trial_id']}: ")]
+    results = [x for x in (trial / "result.json").read_text().splitlines() if x.strip()]  # one per report
+    assert len(events) == 1 + len(results) + 1, events
+    assert events[-1].endswith(f"finished {EPOCHS}/{EPOCHS} epochs (best {summary['primary_metric']} "
+                               f"{t['best_metric']:.4f})"), events[-1]
+    for noise in ("TrainingReport", "RayDeprecationWarning", "(RayTrainWorker", "(TrainController", "Trial status"):
+        assert noise not in text, noise

@@ -1,17 +1,25 @@
 """A whole sweep on a local Ray cluster with logical GPUs: the tiny model on a small demo corpus.
 
 One sweep (4 trials, 3 epochs) is run once for the module and then examined: ASHA stops the weak
-trial, the rest finish, summary / trials table / TensorBoard / best checkpoint / test metrics are
-on disk, the features went through the object store once per variant (the feature cache is
-deleted before the trials start, so a trial that tokenized would rebuild it), and trials that
-overlapped in time held different (node, GPU) pairs.
+trial, the rest finish, summary / trials table / TensorBoard (one run per trial, its HParams with
+how it ended) / the best checkpoint (inference files only) / test metrics are on disk, the sweep
+printed one line per trial event, the features went through the object store once per variant
+(the feature cache is deleted before the trials start, so a trial that tokenized would rebuild
+it), and trials that overlapped in time held different (node, GPU) pairs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
+import os
 import shutil
+import socket
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +33,7 @@ from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
 from sweep.run import execute, load_config, prepare_run
 from sweep.space import feature_variants, make_searcher, variant_key
 from sweep.summary import read_results
+from trainable.checkpoint import STATE_FILE
 
 EPOCHS = 3
 GOOD_LR, BAD_LR = 5e-3, 1e-5
@@ -36,7 +45,7 @@ def sweep_args(tmp: Path, *extra: str) -> list[str]:
             f"training.epochs={EPOCHS}", "training.batch_size=16", "training.grad_accum=1", f"seed={SEED}",
             "sweep.num_samples=4", "sweep.startup_trials=4", "sweep.grace_period=1",
             "sweep.reduction_factor=2", "sweep.gpus_per_worker=1", "sweep.cpus_per_worker=1",
-            "sweep.verbose=0", f"sweep.space.training.lr=[{BAD_LR},{GOOD_LR}]",
+            "sweep.verbose=1", f"sweep.space.training.lr=[{BAD_LR},{GOOD_LR}]",
             "sweep.space.training.batch_size=null", "sweep.space.training.grad_accum=null",
             "sweep.space.training.epochs=null", "sweep.space.features.doc_stride=null", *extra]
 
@@ -45,29 +54,57 @@ def sweep_args(tmp: Path, *extra: str) -> list[str]:
 def cluster():
     """A head without CPUs and two nodes with 2 and 1 logical GPUs (CPU machine: DDP on gloo)."""
     set_ray_env()  # before the nodes start, so their workers inherit it (Train state tracking)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    c.add_node(num_cpus=2, num_gpus=2)
-    c.add_node(num_cpus=1, num_gpus=1)
-    ray.init(address=c.address, logging_level="ERROR")
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    with own_ray_address() as port:
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "gcs_server_port": port})
+        c.add_node(num_cpus=2, num_gpus=2)
+        c.add_node(num_cpus=1, num_gpus=1)
+        context = ray.init(address=c.address, logging_level="ERROR")
+        yield SimpleNamespace(cluster=c, dashboard_url=context.dashboard_url)
+        ray.shutdown()
+        c.shutdown()
+
+
+@contextmanager
+def own_ray_address() -> Iterator[int]:
+    """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
+
+    Ray code that looks for "the" cluster without an address (Ray Train's placement-group cleaner,
+    through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
+    and a stopped trial's placement group is never freed: the next trial waits for it forever.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    saved = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    try:
+        yield port
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+def train_runs(dashboard_url: str) -> list[dict]:
+    """Ray Train's record of every run (attempts, workers, their nodes and GPU ids): the dashboard's REST
+    API that its Train view reads, the only public place that names a worker's GPU ids."""
+    with urllib.request.urlopen(f"http://{dashboard_url}/api/train/v2/runs/v1", timeout=60) as response:
+        return json.load(response)["train_runs"]
 
 
 @pytest.fixture(scope="module")
 def swept(cluster, tmp_path_factory):
-    from ray.train.v2._internal.state.state_actor import get_state_actor
-
     tmp = tmp_path_factory.mktemp("sweep-e2e")
     cfg, dists = load_config(sweep_args(tmp))
     prepared = prepare_run(cfg, dists)
     # From here on the features exist only in the object store.
     shutil.rmtree(tmp / "cache" / "features")
-    summary = execute(cfg, dists, prepared)
-    attempts = ray.get(get_state_actor().get_train_run_attempts.remote())
-    runs = ray.get(get_state_actor().get_train_runs.remote())
-    return SimpleNamespace(runs=runs, cfg=cfg, dists=dists, prepared=prepared, summary=summary, tmp=tmp,
-                           run_dir=Path(cfg.out_dir), attempts=attempts)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        summary = execute(cfg, dists, prepared)
+    return SimpleNamespace(runs=train_runs(cluster.dashboard_url), cfg=cfg, dists=dists, prepared=prepared,
+                           summary=summary, tmp=tmp, run_dir=Path(cfg.out_dir), stdout=stdout.getvalue())
 
 
 def trials_in_order(summary: dict) -> list[dict]:
@@ -102,6 +139,8 @@ def test_asha_stops_the_weak_trial_and_the_others_finish(swept):
 def test_best_checkpoint_and_the_test_split_evaluation_are_kept(swept):
     best = swept.run_dir / "best_checkpoint"
     assert (best / "meta.json").is_file() and (best / "model.pt").is_file()
+    assert not (best / STATE_FILE).exists()  # optimizer & co. stay in the trial's checkpoint, for resume
+    assert (Path((best / ".source").read_text()) / STATE_FILE).is_file()
     meta = json.loads((best / "meta.json").read_text())
     assert meta["metric"] == pytest.approx(swept.summary["best"]["metric"])
     test = swept.summary["test"]
@@ -114,18 +153,52 @@ def test_best_checkpoint_and_the_test_split_evaluation_are_kept(swept):
 
 
 @pytest.mark.slow
-def test_every_trial_has_tensorboard_curves_under_the_run_dir(swept):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def test_best_checkpoint_is_enough_to_evaluate_and_predict(swept, tmp_path):
+    from trainable import evaluate, predict
 
-    tb_dirs = sorted(swept.run_dir.glob("search/*/tb"))
-    assert len(tb_dirs) == 4
-    for t in swept.summary["trials"]:
-        acc = EventAccumulator(str(Path(t["path"]) / "tb"))
-        acc.Reload()
-        steps = [e.step for e in acc.Scalars("val/f1")]
+    best = swept.run_dir / "best_checkpoint"
+    evaluate.main([f"checkpoint={best}", "split=val", f"out_dir={tmp_path / 'eval'}",
+                   f"cache_dir={tmp_path / 'cache'}"])  # not the sweep's cache: a test below checks it is gone
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["f1"] == pytest.approx(swept.summary["best"]["result"]["val_f1"], abs=1e-4)
+    posts = tmp_path / "posts.csv"
+    posts.write_text("post_id,text\np1,I can't sleep at night and I feel worthless.\np2,Nice weather today.\n")
+    predict.main([f"checkpoint={best}", f"input={posts}", f"out_dir={tmp_path / 'predict'}"])
+    records = [json.loads(x) for x in (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert {r["post_id"] for r in records} == {"p1", "p2"}
+
+
+@pytest.mark.slow
+def test_every_trial_is_one_tensorboard_run_that_says_how_it_ended(swept):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata
+
+    tb = EventMultiplexer().AddRunsFromDirectory(str(swept.run_dir))
+    tb.Reload()
+    trials = {Path(t["path"]).name: t for t in swept.summary["trials"]}
+    assert sorted(tb.Runs()) == sorted(f"search/{name}/tb" for name in trials)  # no Tune event files
+    for name, t in trials.items():
+        run = f"search/{name}/tb"
+        steps = [e.step for e in tb.Scalars(run, "val/f1")]
         assert steps[: t["epochs_run"]] == list(range(1, t["epochs_run"] + 1))
-        assert "train/loss" in acc.Tags()["scalars"] or t["epochs_run"] == 1
-        assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+        assert "train/loss" in tb.GetAccumulator(run).Tags()["scalars"] or t["epochs_run"] == 1
+        content = tb.PluginRunToTagToContent(metadata.PLUGIN_NAME)[run]
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        assert start.hparams["stop_reason"].string_value == t["stop_reason"], name
+        assert start.hparams["training.lr"].number_value == pytest.approx(t["params"]["training.lr"])
+
+
+@pytest.mark.slow
+def test_the_sweep_prints_one_line_per_trial_event(swept):
+    lines = swept.stdout.splitlines()
+    assert not [x for x in lines if "Trial status" in x or "TrainingReport" in x]  # no Tune tables
+    ends = {"finished": "finished 3/3 epochs", "asha": "stopped by ASHA after epoch"}
+    for t in swept.summary["trials"]:
+        mine = [x.split(": ", 1)[1] for x in lines if x.startswith(f"search trial {t['trial_id']}: ")]
+        assert len(mine) == 1 + t["epochs_run"] + 1, mine
+        assert mine[0].startswith("started: ") and f"lr={t['params']['training.lr']:.3g}" in mine[0]
+        assert [x.split(":")[0] for x in mine[1:-1]] == [f"epoch {e}/3" for e in range(1, t["epochs_run"] + 1)]
+        assert mine[-1].startswith(ends[t["stop_reason"]]), mine[-1]
 
 
 @pytest.mark.slow
@@ -148,19 +221,18 @@ def test_features_are_shared_once_per_variant_and_never_rebuilt_by_trials(swept)
 
 
 def gpu_intervals(swept) -> list[tuple[int, int, tuple[str, int]]]:
-    """(first result, last result, (node, GPU id)) of every trial, the GPU from Ray Train's state.
+    """(first result, last result, (node, GPU id)) of every trial, the GPU from Ray Train's record.
 
     Between its first and last result a trial's worker certainly holds its GPU; the attempt's own
     start and end times are not that (they include waiting for resources and teardown, and a run
     ASHA killed is never marked ended).
     """
     out = []
-    for run in swept.runs.values():
-        attempts = list(swept.attempts[run.id].values())
-        assert len(attempts) == 1  # no retries in this sweep
-        slots = [(w.node_id, g) for w in attempts[0].workers for g in w.gpu_ids]
+    for run in swept.runs:
+        assert len(run["attempts"]) == 1  # no retries in this sweep
+        slots = [(w["node_id"], g) for w in run["attempts"][0]["workers"] for g in w["gpu_ids"]]
         assert len(slots) == 1  # one worker with one GPU per trial
-        results = read_results(Path(run.run_settings.run_config.storage_path))
+        results = read_results(Path(run["run_settings"]["run_config"]["storage_path"]))
         out.append((results[0]["timestamp"], results[-1]["timestamp"], slots[0]))
     return out
 

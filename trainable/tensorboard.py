@@ -1,19 +1,30 @@
 """TensorBoard logging from rank 0: train/* per step, val/* per epoch, and the run's HParams.
 
-The HParams block is written when the run starts, into the run's own directory, and its metric
-(``hparam/best_metric``) is a scalar updated every epoch: a trial that ASHA kills never reaches
-``close()``, yet still shows in the HParams table with its best metric so far. Every logging
-call flushes for the same reason.
+One directory is one TensorBoard run. Its HParams (the config, plus ``stop_reason``: finished,
+early_stop, asha or error) are written once, when the run's end is known: TensorBoard keeps the
+first HParams block a run holds, so one written at the start could never say how the run ended.
+The loop writes it in ``close`` when it finished or stopped early; a run that raises writes none
+(Ray Train may retry it). In a sweep, the driver side writes it with ``write_end`` for the ends the
+loop never sees (ASHA kills the workers, so no ``finally`` runs; a trial errors only after its
+retries), as a second event file of the same run. ``hparam/best_metric``, the HParams metric, is a
+scalar updated every epoch, and every logging call flushes, for the same reason: a killed run never
+reaches ``close``.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 HPARAM_METRIC = "hparam/best_metric"
+STOP_REASON = "stop_reason"  # the HParams column; the values are summary.json's stop_reason ones
+STOP_REASONS = ("finished", "early_stop", "asha", "error")
 
 
 def flat_hparams(config: dict, keys: tuple[str, ...] = ("task", "seed", "model", "features", "training")
@@ -36,17 +47,52 @@ def flat_hparams(config: dict, keys: tuple[str, ...] = ("task", "seed", "model",
     return out
 
 
+def end_summaries(hparam_dict: dict[str, Any], stop_reason: str) -> list[Summary]:
+    """The HParams block of a run that ended: experiment, session start (the hparams with the stop
+    reason) and session end (STATUS_FAILURE for an error, STATUS_SUCCESS otherwise)."""
+    if stop_reason not in STOP_REASONS:
+        raise ValueError(f"stop_reason must be one of {', '.join(STOP_REASONS)}; got {stop_reason!r}")
+    exp, start, end = hparams({**hparam_dict, STOP_REASON: stop_reason}, {HPARAM_METRIC: 0.0},
+                              hparam_domain_discrete={STOP_REASON: list(STOP_REASONS)})
+    if stop_reason == "error":
+        info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_FAILURE)
+        content = plugin_data_pb2.HParamsPluginData(session_end_info=info, version=metadata.PLUGIN_DATA_VERSION)
+        end = Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG,
+                                           metadata=metadata.create_summary_metadata(content))])
+    return [exp, start, end]
+
+
+def has_hparams(log_dir: str | Path) -> bool:
+    """Whether the run in ``log_dir`` already holds an HParams block (its end is recorded)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not Path(log_dir).is_dir():
+        return False
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    try:
+        return metadata.SESSION_START_INFO_TAG in acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    except KeyError:  # no hparams summary at all
+        return False
+
+
+def write_end(log_dir: str | Path, hparam_dict: dict[str, Any], stop_reason: str) -> bool:
+    """Record how a run ended in its own directory, unless it already says; True when written here."""
+    if has_hparams(log_dir):
+        return False
+    with SummaryWriter(str(log_dir), filename_suffix=".end") as writer:
+        for summary in end_summaries(hparam_dict, stop_reason):
+            writer.file_writer.add_summary(summary)
+    return True
+
+
 class TBLogger:
     """A SummaryWriter with the run's conventions; a no-op when ``log_dir`` is None."""
 
     def __init__(self, log_dir: str | None, hparam_dict: dict[str, Any]):
         self.writer = SummaryWriter(log_dir) if log_dir else None
-        if self.writer is None:
-            return
-        exp, ssi, _ = hparams(hparam_dict, {HPARAM_METRIC: 0.0})
-        self.writer.file_writer.add_summary(exp)
-        self.writer.file_writer.add_summary(ssi)
-        self.writer.flush()
+        self.hparam_dict = hparam_dict
+        self.last_epoch: int | None = None
 
     def train_step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
@@ -66,10 +112,16 @@ class TBLogger:
                 self.writer.add_scalar(f"train/epoch_{key.removeprefix('train_')}", metrics[key], epoch)
         self.writer.add_scalar(HPARAM_METRIC, best, epoch)
         self.writer.flush()
+        self.last_epoch = epoch
 
     def close(self) -> None:
+        """The loop calls this in its ``finally``: an exception on its way out (``sys.exc_info``) means
+        the run failed, and its end is left to whoever sees the last of it (Ray Train may retry it)."""
         if self.writer is None:
             return
-        _, _, sei = hparams({}, {})
-        self.writer.file_writer.add_summary(sei)
+        if sys.exc_info()[0] is None and self.last_epoch is not None:
+            planned = self.hparam_dict.get("training.epochs", self.last_epoch)
+            reason = "finished" if self.last_epoch >= planned else "early_stop"
+            for summary in end_summaries(self.hparam_dict, reason):
+                self.writer.file_writer.add_summary(summary)
         self.writer.close()

@@ -1,0 +1,102 @@
+"""The sweep's record of each trial as it happens: one line per event, and how it ended in TensorBoard.
+
+A Tune callback in the sweep's own process. It sees every trial start, every epoch's result and
+every end, including the ends the training loop never sees: ASHA stops a trial by killing its
+workers (no ``finally`` runs), and a trial errors only after Ray Train's retries. So this is where
+a trial's stop reason (summary.json's vocabulary) reaches its TensorBoard run, when the loop has
+not written it itself (``trainable.tensorboard.write_end`` keeps the first record).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from sweep.config import EVENTS, train_dict
+from sweep.driver import TB_DIR, trial_config
+from sweep.summary import METRIC, read_error, read_stops
+from trainable.tensorboard import flat_hparams, write_end
+
+
+class TrialEvents(Callback):
+    """Prints ``<experiment> trial <id>: <event>`` lines (sweep.verbose >= 1) and records every trial's
+    stop reason in its TensorBoard run (always)."""
+
+    def __init__(self, base: dict[str, Any], run_dir: str | Path, experiment: str, metric_label: str,
+                 verbose: int = EVENTS):
+        self.base, self.run_dir, self.experiment = base, Path(run_dir), experiment
+        self.metric_label, self.verbose = metric_label, verbose
+
+    # ------------------------------------------------------------ Tune's hooks
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
+        self.say(trial, f"started: {params}" if params else "started")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if "epoch" in result and METRIC in result:
+            best = result.get("best_metric", result[METRIC])
+            self.say(trial, f"epoch {result['epoch']}/{self.planned(trial)}: {self.metric_label} "
+                            f"{_fmt4(result[METRIC])} (best {_fmt4(best)})")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        reason = self.end_reason(trial)
+        last = trial.last_result or {}
+        epoch, planned = int(last.get("epoch", 0)), self.planned(trial)
+        best = f"best {self.metric_label} {_fmt4(last.get('best_metric'))}"
+        if reason == "finished":
+            self.say(trial, f"finished {epoch}/{planned} epochs ({best})")
+        elif reason == "asha":
+            self.say(trial, f"stopped by ASHA after epoch {epoch}/{planned} ({best})")
+        else:
+            patience = self.trial_cfg(trial).training.patience
+            self.say(trial, f"stopped early after epoch {epoch}/{planned}: no better {self.metric_label} "
+                            f"in {patience} epoch(s) ({best})")
+        self.record_end(trial, reason)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        error = read_error(Path(trial.error_file).parent) if trial.error_file else None
+        self.say(trial, f"errored: {error or 'see the trial directory'} ({Path(trial.path).name})")
+        self.record_end(trial, "error")
+
+    # ------------------------------------------------------------ helpers
+
+    def say(self, trial, message: str) -> None:
+        if self.verbose >= EVENTS:
+            print(f"{self.experiment} trial {trial.trial_id}: {message}", flush=True)
+
+    def trial_cfg(self, trial):
+        return trial_config(self.base, dict(trial.config))
+
+    def planned(self, trial) -> int:
+        return int(self.trial_cfg(trial).training.epochs)
+
+    def end_reason(self, trial) -> str:
+        """How a trial that Tune completed (not errored) ended. Tune completes a trial when its driver
+        returns, after the last epoch or on early stopping, or when the scheduler stops it; an
+        interrupted sweep completes none."""
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        if epoch >= self.planned(trial):
+            return "finished"
+        if (self.experiment, trial.trial_id) in read_stops(self.run_dir):
+            return "asha"
+        return "early_stop"
+
+    def record_end(self, trial, reason: str) -> None:
+        """The stop reason into the trial's TensorBoard run; a failure to write it never fails the sweep."""
+        try:
+            write_end(Path(trial.path) / TB_DIR, flat_hparams(train_dict(self.trial_cfg(trial))), reason)
+        except Exception as e:  # TensorBoard is a record of the result, not part of it
+            print(f"sweep: could not record the end of trial {trial.trial_id} in TensorBoard: {e}",
+                  file=sys.stderr)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _fmt4(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
