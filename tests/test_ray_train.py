@@ -44,7 +44,7 @@ def _fit_bounded(trainer):
 def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_config, demo_features, tmp_path):
     fs = demo_features("pair")
     ref = ray.put(fs)
-    config = {**train_config("pair", tmp_path / "unused", epochs=2, patience=0, log_every=1),
+    config = {**train_config("pair", tmp_path / "run", epochs=2, patience=0, log_every=1),
               "tb_dir": str(tmp_path / "tb")}
     run_config = RunConfig(name="train", storage_path=str(tmp_path / "storage"),
                            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="metric",
@@ -60,7 +60,10 @@ def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_co
         meta = read_meta(path)
     assert meta["task"] == "pair" and meta["tokenizer"] == fs.meta["tokenizer"]
     assert meta["epoch"] == result.metrics["epoch"]
-    assert not (tmp_path / "unused").exists(), "workers report to Ray, not to a local out_dir"
+    # rank 0 keeps the run's own epoch history where the run lives (a sweep trial's directory)
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert result.metrics["metric"] in [h["metric"] for h in history]
 
     tb = EventAccumulator(str(tmp_path / "tb"))  # written by rank 0 only
     tb.Reload()

@@ -29,6 +29,17 @@ class Session(Protocol):
         """A checkpoint directory to continue from, or None for a fresh run."""
 
 
+def record_epoch(path: Path, metrics: dict) -> None:
+    """Add one epoch's metrics to the run's history file; a re-run epoch (after a resume) replaces its
+    earlier entry, so the file holds every epoch once, however many times the run was resumed."""
+    history = json.loads(path.read_text()) if path.exists() else []
+    history = [m for m in history if m.get("epoch") != metrics.get("epoch")]
+    history.append(metrics)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(history, indent=1))
+    tmp.replace(path)  # atomic: a kill mid-write leaves the previous history
+
+
 class LocalSession:
     """One process: metrics appended to ``metrics.json``, the best checkpoint at ``checkpoint/``."""
 
@@ -50,10 +61,7 @@ class LocalSession:
         return self.out_dir / CHECKPOINT_DIR
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        history = json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else []
-        history = [m for m in history if m.get("epoch") != metrics.get("epoch")]  # a resumed epoch
-        history.append(metrics)
-        self.metrics_path.write_text(json.dumps(history, indent=1))
+        record_epoch(self.metrics_path, metrics)
         if checkpoint_dir is not None and Path(checkpoint_dir).resolve() != self.checkpoint_path.resolve():
             # Copy then swap, so a crash never leaves the run without a complete best checkpoint.
             tmp = self.out_dir / (CHECKPOINT_DIR + ".tmp")
@@ -67,11 +75,18 @@ class LocalSession:
 
 
 class RaySession:
-    """A Ray Train worker: rank 0 attaches the checkpoint, the others report metrics only."""
+    """A Ray Train worker: rank 0 attaches the checkpoint, the others report metrics only.
 
-    def __init__(self, resume: str | None = None):
+    Rank 0 also keeps the run's own epoch history in ``<out_dir>/metrics.json`` (the trial's storage
+    directory in a sweep). Tune's result files of a trial are staged on the driver and synced in
+    batches; a trial resumed in a new driver restarts them, losing the epochs before the stop, while
+    this file is written where the run lives and keeps every epoch across any number of resumes.
+    """
+
+    def __init__(self, out_dir: str | Path | None = None, resume: str | None = None):
         import ray.train
 
+        self.metrics_path = Path(out_dir) / METRICS_FILE if out_dir else None
         self._resume = resume
         self._train = ray.train
         ctx = ray.train.get_context()
@@ -84,6 +99,9 @@ class RaySession:
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         checkpoint = None
+        if self.is_main and self.metrics_path is not None:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            record_epoch(self.metrics_path, metrics)
         if checkpoint_dir is not None and self.is_main:
             checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir)
         self._train.report(metrics, checkpoint=checkpoint)
