@@ -59,7 +59,7 @@ def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from trainable.ray_train import build_trainer
+    from trainable.ray_train import USER_ERROR_FILE, build_trainer, raise_user_error
 
     params = dict(config)
     cfg = trial_config(setup["base"], params)
@@ -76,6 +76,8 @@ def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
         num_workers=res["workers"], use_gpu=res["gpus_per_worker"] > 0,
         resources_per_worker=res["per_worker"],
         run_config=train_run_config(trial_dir, int(cfg.sweep.max_failures), int(cfg.sweep.verbose)))
+    (Path(trial_dir) / USER_ERROR_FILE).unlink(missing_ok=True)  # from an earlier attempt of this trial
     result = trainer.fit()
+    raise_user_error(trial_dir)  # the trial errors at once: retrying would repeat it
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float | str | bool)}
     done.write_text(json.dumps(final))

@@ -114,3 +114,22 @@ def test_two_ranks_sharing_one_gpu_get_gloo(ray_cluster, tmp_path):
     assert result.error is None
     seen = [json.loads((out / f"{rank}.json").read_text()) for rank in (0, 1)]
     assert seen == [{"backend": "gloo", "gpu_ids": ["0"]}] * 2  # both ranks on the one GPU, over gloo
+
+
+@pytest.mark.slow
+def test_a_user_error_in_the_workers_is_not_retried(ray_cluster, train_config, tmp_path):
+    """A worker that refuses its config ends the run at once (no failed attempt for Ray to retry),
+    and the message reaches the caller as a UserError."""
+    from ray.train import FailureConfig
+
+    from data_prep.errors import UserError
+    from trainable.ray_train import raise_user_error
+
+    config = train_config("pair", tmp_path / "run", epochs=1, device="cuda")  # this machine has no CUDA
+    trainer = build_trainer(config, None, num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1},
+                            run_config=RunConfig(name="train", storage_path=str(tmp_path / "storage"),
+                                                 failure_config=FailureConfig(max_failures=2)))
+    result = _fit_bounded(trainer)
+    assert result.error is None  # nothing failed, so nothing was retried
+    with pytest.raises(UserError, match="cuda asked but no CUDA device is visible"):
+        raise_user_error(tmp_path / "run")

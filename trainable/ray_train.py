@@ -6,13 +6,38 @@ wrapped in a dict ({"ref": ref}) so Ray hands the reference, not the data, to ea
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray.train
 import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from data_prep.errors import UserError
 from trainable.loop import train_loop
+
+USER_ERROR_FILE = "user_error.txt"  # in the run's out_dir: why a worker refused to train
+
+
+def worker_loop(config: dict) -> None:
+    """``train_loop`` for a Ray Train worker, where a user error (bad config or data, a device the
+    node lacks) ends the run instead of failing it: Ray Train retries every failed worker group up
+    to ``max_failures`` times, and such an error would repeat identically each time. The message
+    goes to ``<out_dir>/user_error.txt``; the sweep's trial driver raises it (``raise_user_error``).
+    """
+    try:
+        train_loop(config)
+    except UserError as e:
+        out = Path(config.get("out_dir") or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / USER_ERROR_FILE).write_text(str(e))
+
+
+def raise_user_error(out_dir: str | Path) -> None:
+    """After ``fit()``: the user error a worker recorded, as a UserError (nothing when none)."""
+    path = Path(out_dir) / USER_ERROR_FILE
+    if path.is_file():
+        raise UserError(path.read_text())
 
 
 def ddp_backend(num_workers: int, resources_per_worker: dict, *, nccl_available: bool) -> str:
@@ -49,7 +74,7 @@ def build_trainer(
     if features_ref is not None:
         loop_config["features_ref"] = {"ref": features_ref}
     return TorchTrainer(
-        train_loop,
+        worker_loop,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources_per_worker),
