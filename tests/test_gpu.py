@@ -9,11 +9,11 @@ DDP backend for ranks that share one GPU (gloo) or own one each (NCCL).
 from __future__ import annotations
 
 import json
-import threading
 from itertools import islice
 
 import pytest
 import torch
+from ray_helpers import fit_bounded
 from torch._dynamo.utils import counters
 
 from trainable.batching import prefetch
@@ -23,7 +23,6 @@ from trainable.session import LocalSession
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-FIT_TIMEOUT_S = 600
 
 
 def _run(task, train_config, demo_features, tmp_path, **training):
@@ -89,15 +88,6 @@ def test_steady_state_step_never_waits_on_the_host(task, train_config, demo_feat
     assert torch.isfinite(torch.stack(losses)).all()
 
 
-def _fit(trainer):
-    out = {}
-    thread = threading.Thread(target=lambda: out.update(result=trainer.fit()), daemon=True)
-    thread.start()
-    thread.join(FIT_TIMEOUT_S)
-    assert not thread.is_alive(), f"TorchTrainer.fit() did not finish within {FIT_TIMEOUT_S} s"
-    return out["result"]
-
-
 @pytest.fixture(scope="module")
 def gpu_ray():
     ray = pytest.importorskip("ray")
@@ -122,7 +112,7 @@ def test_two_worker_trial_on_gpus(gpus_per_worker, backend, gpu_ray, train_confi
     trainer = build_trainer(config, gpu_ray.put(demo_features("pair")), num_workers=2, use_gpu=True,
                             resources_per_worker=per_worker,
                             run_config=RunConfig(name="train", storage_path=str(tmp_path / "storage")))
-    result = _fit(trainer)
+    result = fit_bounded(trainer)
     assert result.error is None
     assert result.metrics["epoch"] == 1
 

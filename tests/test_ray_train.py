@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
 from ray.train import CheckpointConfig, RunConfig  # noqa: E402
+from ray_helpers import fit_bounded  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from trainable.checkpoint import read_meta  # noqa: E402
 from trainable.ray_train import build_trainer, ddp_backend  # noqa: E402
-
-FIT_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +26,6 @@ def ray_cluster():
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def _fit_bounded(trainer):
-    """fit() in a thread so a hang fails the test instead of blocking the session."""
-    out = {}
-    thread = threading.Thread(target=lambda: out.update(result=trainer.fit()), daemon=True)
-    thread.start()
-    thread.join(FIT_TIMEOUT_S)
-    assert not thread.is_alive(), f"TorchTrainer.fit() did not finish within {FIT_TIMEOUT_S} s"
-    return out["result"]
 
 
 @pytest.mark.slow
@@ -51,7 +39,7 @@ def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_co
                                                               checkpoint_score_order="max"))
     trainer = build_trainer(config, ref, num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1},
                             run_config=run_config)
-    result = _fit_bounded(trainer)
+    result = fit_bounded(trainer)
     assert result.error is None
     # V2's result.metrics are those of the latest checkpoint (an improving epoch).
     assert {"epoch", "metric", "val_f1", "val_loss", "train_loss", "samples_per_s"} <= set(result.metrics)
@@ -110,7 +98,7 @@ def test_two_ranks_sharing_one_gpu_get_gloo(ray_cluster, tmp_path):
                                                resources_per_worker={"CPU": 1, "GPU": 0.5}),
         torch_config=TorchConfig(backend=ddp_backend(2, {"CPU": 1, "GPU": 0.5}, nccl_available=True)),
         run_config=RunConfig(name="probe", storage_path=str(tmp_path / "storage")))
-    result = _fit_bounded(trainer)
+    result = fit_bounded(trainer)
     assert result.error is None
     seen = [json.loads((out / f"{rank}.json").read_text()) for rank in (0, 1)]
     assert seen == [{"backend": "gloo", "gpu_ids": ["0"]}] * 2  # both ranks on the one GPU, over gloo
@@ -129,7 +117,7 @@ def test_a_user_error_in_the_workers_is_not_retried(ray_cluster, train_config, t
     trainer = build_trainer(config, None, num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1},
                             run_config=RunConfig(name="train", storage_path=str(tmp_path / "storage"),
                                                  failure_config=FailureConfig(max_failures=2)))
-    result = _fit_bounded(trainer)
+    result = fit_bounded(trainer)
     assert result.error is None  # nothing failed, so nothing was retried
     with pytest.raises(UserError, match="cuda asked but no CUDA device is visible"):
         raise_user_error(tmp_path / "run")

@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
+from ray_helpers import own_ray_address
 
 from sweep.resources import set_ray_env
 from sweep.summary import DONE_FILE, read_results
@@ -48,28 +46,6 @@ def cluster():
         yield c
         ray.shutdown()
         c.shutdown()
-
-
-@contextmanager
-def own_ray_address() -> Iterator[int]:
-    """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
-
-    Ray code that looks for "the" cluster without an address (Ray Train's placement-group cleaner,
-    through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
-    and a stopped trial's placement group is never freed: the next trial waits for it forever.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    saved = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    try:
-        yield port
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 def start(cluster, cmd: list[str], log: Path) -> subprocess.Popen:

@@ -14,12 +14,8 @@ import contextlib
 import io
 import itertools
 import json
-import os
 import shutil
-import socket
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +23,7 @@ import pandas as pd
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from ray_helpers import own_ray_address
 
 from data_prep.errors import ConfigError
 from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
@@ -62,28 +59,6 @@ def cluster():
         yield SimpleNamespace(cluster=c, dashboard_url=context.dashboard_url)
         ray.shutdown()
         c.shutdown()
-
-
-@contextmanager
-def own_ray_address() -> Iterator[int]:
-    """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
-
-    Ray code that looks for "the" cluster without an address (Ray Train's placement-group cleaner,
-    through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
-    and a stopped trial's placement group is never freed: the next trial waits for it forever.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    saved = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    try:
-        yield port
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 def train_runs(dashboard_url: str) -> list[dict]:

@@ -1,0 +1,43 @@
+"""What the Ray test modules share: a cluster address of their own, and a bounded ``fit()``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+FIT_TIMEOUT_S = 600
+
+
+@contextmanager
+def own_ray_address() -> Iterator[int]:
+    """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
+
+    Ray code that looks for "the" cluster without an address (Ray Train's placement-group cleaner,
+    through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
+    and a stopped trial's placement group is never freed: the next trial waits for it forever.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    saved = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    try:
+        yield port
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+def fit_bounded(trainer, timeout_s: float = FIT_TIMEOUT_S):
+    """``trainer.fit()`` in a thread, so a hang fails the test instead of blocking the session."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(result=trainer.fit()), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"TorchTrainer.fit() did not finish within {timeout_s} s"
+    return out["result"]
