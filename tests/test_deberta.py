@@ -225,8 +225,10 @@ def _untrained(fs, cfg) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_tiny_deberta_pair_learns_and_its_checkpoint_reloads(demo_cache, tmp_path):
+    # Annotated pairs only: this checks DeBERTa's plumbing; criterion-aware learning is tested on tiny.
     args = ["task=pair", "model.name=tiny-deberta", f"cache_dir={demo_cache}", "data.demo_posts=120",
-            "features.max_length=128", "training.epochs=6", "training.patience=0"]
+            "features.max_length=128", "training.epochs=6", "training.patience=0",
+            "features.cross_negative_ratio=0", "features.eval_cross_negative_ratio=0"]
     metrics, history = _train_and_reevaluate(tmp_path, args, split="val")
     cfg = parse_config(TrainConfig, args, "trainable.single", "")
     fs = prepare_features(cfg, verbose=False)

@@ -14,6 +14,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -64,8 +65,19 @@ def cluster():
 def train_runs(dashboard_url: str) -> list[dict]:
     """Ray Train's record of every run (attempts, workers, their nodes and GPU ids): the dashboard's REST
     API that its Train view reads, the only public place that names a worker's GPU ids."""
-    with urllib.request.urlopen(f"http://{dashboard_url}/api/train/v2/runs/v1", timeout=60) as response:
+    request = urllib.request.Request(f"http://{dashboard_url}/api/train/v2/runs/v1", headers=auth_header())
+    with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)["train_runs"]
+
+
+def auth_header() -> dict[str, str]:
+    """The bearer token a token-authenticated Ray (RAY_AUTH_MODE=token) wants on its dashboard's REST
+    API, where Ray's clients look for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @pytest.fixture(scope="module")
