@@ -163,8 +163,11 @@ def test_sweep_submitted_as_a_job_survives_ray_job_stop_and_resumes(head, tmp_pa
     assert stopped in trials
     for t in trials:  # each trial's record holds every epoch once, the stopped one's included
         assert [r["epoch"] for r in read_results(t)] == list(range(1, EPOCHS + 1)), t.name
-    # and the stopped trial went on from its checkpoint: its first epoch was evaluated once
+    # and the stopped trial went on from its checkpoint (it had one of epoch 1 or later): epoch 1 was
+    # evaluated once. Epochs after its last checkpoint run again, by design (a checkpoint is kept only
+    # when the metric improves).
     events = EventAccumulator(str(stopped / "tb"), purge_orphaned_data=False)
     events.Reload()
-    assert [e.step for e in events.Scalars("val/f1")] == list(range(1, EPOCHS + 1))
+    steps = [e.step for e in events.Scalars("val/f1")]
+    assert steps.count(1) == 1 and set(steps) == set(range(1, EPOCHS + 1)), steps
     assert (run_dir / "best_checkpoint").is_dir()
