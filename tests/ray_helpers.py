@@ -11,6 +11,17 @@ from contextlib import contextmanager
 FIT_TIMEOUT_S = 600
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports nobody listens on now (bound together, so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 @contextmanager
 def own_ray_address() -> Iterator[int]:
     """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
@@ -19,9 +30,7 @@ def own_ray_address() -> Iterator[int]:
     through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
     and a stopped trial's placement group is never freed: the next trial waits for it forever.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     saved = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     try:

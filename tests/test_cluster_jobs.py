@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ray_helpers import free_ports
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.summary import DONE_FILE, read_results
@@ -34,16 +34,6 @@ HEAD_START_S = 120
 JOB_S = 420  # a whole demo sweep as a job on a loaded 2-core machine
 STOP_WAIT_S = "60"  # the head lets a stopped job's driver save its state this long before SIGKILL (default 3)
 EPOCHS = 3
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def client_env() -> dict[str, str]:
