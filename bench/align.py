@@ -15,7 +15,7 @@ null when it should stay unaligned. Figures:
              rows)
 
 plus rows per rule and the alignment time (fastest of ``--rounds``) of the set and of the whole demo
-corpus. ``tests/test_align.py`` asserts the figures at the default thresholds.
+corpus. ``tests/data_prep/test_align.py`` asserts the figures at the default thresholds.
 """
 
 from __future__ import annotations

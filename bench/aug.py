@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from data_prep.augment import AugmentConfig, augmented_train_features, featurize_augmented, signature
-from data_prep.cli import parse_config
 from data_prep.tokenizer import load_tokenizer
+from plumbing.cli import parse_config
 from trainable.batching import BucketBatchSampler, Collator, columns_from_table
 from trainable.config import TrainConfig
 from trainable.loop import task_model

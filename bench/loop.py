@@ -33,8 +33,8 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from data_prep.cli import parse_config
 from data_prep.featureset import FeatureSet
+from plumbing.cli import parse_config
 from trainable.batching import PAD, BucketBatchSampler, Collator, columns_from_table
 from trainable.config import TrainConfig
 from trainable.loop import amp_dtype, autocast_context, compile_model, task_model, train_loop

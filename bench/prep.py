@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from data_prep.cli import parse_config
 from data_prep.config import PrepConfig
 from data_prep.pipeline import prepare_features
+from plumbing.cli import parse_config
 from trainable.batching import BucketBatchSampler, columns_from_table
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.config import PrepConfig
 from data_prep.pipeline import prepare_features, write_outputs
 from data_prep.report import DataReport
+from plumbing.cli import parse_config, run_cli, save_config
 
 DESCRIPTION = """
 Load ReDSM5 (data.name=redsm5 data.dir=DIR), SQuAD v2 (data.name=squad_v2 data.dir=DIR|FILE) or

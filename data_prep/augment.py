@@ -27,14 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data_prep.atomic import atomic_dir, is_complete
 from data_prep.cache import cache_key
 from data_prep.config import doc
-from data_prep.errors import ConfigError
 from data_prep.features import BATCH, featurize_pair, featurize_span
 from data_prep.featureset import FeatureSet
 from data_prep.records import Answer, PairExample, QAExample
 from data_prep.symptoms import criteria
+from plumbing.atomic import atomic_dir, is_complete
+from plumbing.errors import ConfigError
 
 # Bump when an operation's behaviour changes: cached augmented tables stop matching.
 AUGMENT_VERSION = 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING  # noqa: F401  (re-exported for config modules)
 
-from data_prep.errors import ConfigError
+from plumbing.errors import ConfigError
 
 TASKS = ("span", "span_crf", "pair")
 DATASETS = ("redsm5", "squad_v2", "demo")

@@ -20,10 +20,10 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from data_prep.atomic import atomic_dir, is_complete
-from data_prep.errors import ConfigError
 from data_prep.redsm5 import ANNOTATIONS_CSV, POSTS_CSV
 from data_prep.symptoms import SYMPTOMS
+from plumbing.atomic import atomic_dir, is_complete
+from plumbing.errors import ConfigError
 
 SLOTS: dict[str, tuple[str, ...]] = {
     "time": ("2am", "3am", "4am", "5am", "midnight", "4 in the morning"),

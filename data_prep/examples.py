@@ -15,10 +15,10 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from data_prep.errors import ConfigError
 from data_prep.records import Alignment, Annotation, Answer, PairExample, QAExample
 from data_prep.symptoms import SYMPTOM_ID, SYMPTOMS, criteria, question_for
 from data_prep.text import normalize
+from plumbing.errors import ConfigError
 
 ANNOTATED, CROSS = "annotated", "cross"  # the ``kind`` of a pair example (examples table column)
 

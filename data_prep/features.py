@@ -23,11 +23,11 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from data_prep.errors import ConfigError
 from data_prep.examples import kind_of, sentence_key
 from data_prep.records import PairExample, QAExample
 from data_prep.symptoms import SYMPTOM_ID
 from data_prep.tokenizer import uses_token_type_ids
+from plumbing.errors import ConfigError
 
 BATCH = 256
 PROGRESS_ABOVE = 300  # examples; smaller inputs finish before a bar would help

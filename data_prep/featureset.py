@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.atomic import atomic_dir, is_complete
+from plumbing.atomic import atomic_dir, is_complete
 
 SPLITS = ("train", "val", "test")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from data_prep.atomic import atomic_dir, is_complete
-from data_prep.errors import UserError
+from plumbing.atomic import atomic_dir, is_complete
+from plumbing.errors import UserError
 
 # What AutoTokenizer / AutoModel need from the zip; a package that ships less is refused.
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")

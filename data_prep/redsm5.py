@@ -13,10 +13,10 @@ import json
 import re
 from pathlib import Path
 
-from data_prep.errors import DataError, ProblemLog
-from data_prep.files import read_text
 from data_prep.records import Annotation, Corpus, Post
 from data_prep.symptoms import SYMPTOMS
+from plumbing.errors import DataError, ProblemLog
+from plumbing.files import read_text
 
 POSTS_CSV = "redsm5_posts.csv"
 POSTS_JSONL = "redsm5_posts.jsonl"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from data_prep.errors import ConfigError
+from plumbing.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 _POOL = "\x00pool"  # key of the stratum of leftovers; cannot collide with a label signature

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_prep.errors import DataError, ProblemLog
-from data_prep.files import read_text
 from data_prep.records import Answer, QAExample
+from plumbing.errors import DataError, ProblemLog
+from plumbing.files import read_text
 
 FILES = {"train": "train-v2.0.json", "dev": "dev-v2.0.json"}
 

@@ -14,9 +14,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from data_prep.atomic import atomic_dir, is_complete
 from data_prep.pretrained import is_packaged_model
 from data_prep.symptoms import criteria
+from plumbing.atomic import atomic_dir, is_complete
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MODEL_MAX_LENGTH = 512

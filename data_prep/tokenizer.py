@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_prep.errors import UserError
 from data_prep.pretrained import is_packaged_model, packaged_model_dir
 from data_prep.tiny import is_builtin_model, tiny_model_dir
+from plumbing.errors import UserError
 
 _OFFLINE_FIX = (
     "Download the model on a machine with network access (e.g. `hf download {name}` or "

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 from data_prep.config import FeaturesConfig, doc
-from data_prep.errors import ConfigError
+from plumbing.errors import ConfigError
 from trainable.config import TrainConfig, TrainingConfig, validate_train
 
 SCHEDULERS = ("asha", "fifo")

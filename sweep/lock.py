@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from data_prep.errors import UserError
+from plumbing.errors import UserError
 
 LOCK_FILE = "driver.lock"
 # resolved run dir -> the open fd holding its lock: never closed, and not inherited by the processes

@@ -9,9 +9,9 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from data_prep.cli import parse_config, run_cli
 from data_prep.config import doc
-from data_prep.errors import UserError
+from plumbing.cli import parse_config, run_cli
+from plumbing.errors import UserError
 from sweep.plots import write_plots
 from sweep.summary import SPACE_FILE, leaderboard, write_summary
 

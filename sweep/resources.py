@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from data_prep.errors import ConfigError, UserError
+from plumbing.errors import ConfigError, UserError
 
 # Faster result delivery, one actor less per trial (see RAY-NOTES "Start-up and knobs"), and the
 # Train runs' state (workers, nodes, GPU ids, attempts) in the dashboard's Train view.

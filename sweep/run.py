@@ -23,8 +23,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from data_prep.cli import parse_config, run_cli, save_config
-from data_prep.errors import ConfigError
+from plumbing.cli import parse_config, run_cli, save_config
+from plumbing.errors import ConfigError
 from sweep.config import (
     EVENTS,
     RAY_OUTPUT,

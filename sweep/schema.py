@@ -16,7 +16,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from data_prep.errors import UserError
+from plumbing.errors import UserError
 
 SCHEMA_FILE = "summary.schema.json"
 SCHEMA_PATH = f"sweep/schemas/{SCHEMA_FILE}"

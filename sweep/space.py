@@ -25,7 +25,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from data_prep.errors import ConfigError, DataError
+from plumbing.errors import ConfigError, DataError
 from trainable.config import validate_train
 
 SPACES_DIR = Path(__file__).parent / "spaces"

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from data_prep.errors import UserError
+from plumbing.errors import UserError
 from sweep.schema import validate_summary
 from trainable.session import METRICS_FILE
 
@@ -284,8 +284,8 @@ def retrain_summary(records: list[TrialRecord]) -> dict[str, Any] | None:
 
 def build_summary(run_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord]]:
     """summary.json's content and the search trials' records, from what is on disk."""
+    from plumbing.jsonio import json_safe  # NaN/inf (a loss over no rows) become null
     from trainable.config import metric_name
-    from trainable.evaluate import json_safe  # NaN/inf (a loss over no rows) become null
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from data_prep.cli import parse_config, save_config
+from plumbing.cli import parse_config, save_config
 from sweep.config import SweepConfig
 
 

@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from data_prep.errors import UserError
+from plumbing.errors import UserError
 from trainable.models import TaskModel, build_model
 
 # 2: the span head has a third output (inside-the-answer logits), so a format-1 span model no longer loads.

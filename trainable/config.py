@@ -12,7 +12,7 @@ import torch
 
 from data_prep.augment import AugmentConfig, validate_augment
 from data_prep.config import PrepConfig, doc, validate_prep
-from data_prep.errors import ConfigError
+from plumbing.errors import ConfigError
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("auto", "cpu", "cuda")

@@ -10,9 +10,6 @@ gold) to out_dir.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +18,12 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.config import doc
-from data_prep.errors import ConfigError, UserError
 from data_prep.featureset import FeatureSet
 from data_prep.pipeline import prepare_features
+from plumbing.cli import parse_config, run_cli, save_config
+from plumbing.errors import ConfigError, UserError
+from plumbing.jsonio import write_json, write_jsonl
 from trainable.batching import columns_from_table
 from trainable.checkpoint import CONFIG_FILE, load_model, read_config, read_meta
 from trainable.config import DEVICES, TrainConfig, validate_train
@@ -150,26 +148,6 @@ def checkpoint_features(ckpt: Checkpoint, verbose: bool = True) -> FeatureSet:
     return fs
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None and tuples as lists (strict JSON has no inf/NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> int:
-    count = 0
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
 def headline(task: str, metrics: dict) -> str:
     shown = []
     for key in HEADLINE[task]:
@@ -208,7 +186,7 @@ def run(cfg: DictConfig) -> dict:
     metrics = {"checkpoint": str(ckpt.path), "task": ckpt.meta["task"], "split": cfg.split,
                "checkpoint_epoch": ckpt.meta["epoch"], "loss": result.loss, **result.metrics}
     save_config(cfg, out)
-    (out / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=1))
+    write_json(out / METRICS_FILE, metrics)
     n = write_jsonl(out / PREDICTIONS_FILE, result.predictions)
     print(f"{ckpt.meta['task']} checkpoint (epoch {ckpt.meta['epoch']}) on {cfg.split}, {n} examples: "
           f"{headline(ckpt.meta['task'], result.metrics)}; loss {result.loss:.4f}")

@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from data_prep.augment import augmented_train_features
-from data_prep.errors import UserError
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from plumbing.errors import UserError
 from trainable.batching import Batch, BucketBatchSampler, Collator, Columns, columns_from_table, prefetch
 from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
 from trainable.config import TrainConfig, check_device, metric_name, validate_train

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from data_prep.errors import ConfigError, UserError
+from plumbing.errors import ConfigError, UserError
 from trainable.crf import CRF
 from trainable.losses import focal_loss, inside_bce, marginal_nll
 

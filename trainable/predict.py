@@ -27,9 +27,7 @@ from pathlib import Path
 from omegaconf import MISSING, DictConfig
 from tqdm.auto import tqdm
 
-from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.config import doc
-from data_prep.errors import ConfigError, UserError
 from data_prep.examples import span_examples
 from data_prep.features import PROGRESS_ABOVE, featurize_pair, featurize_span
 from data_prep.records import PairExample, Post
@@ -37,8 +35,11 @@ from data_prep.redsm5 import read_posts
 from data_prep.symptoms import SYMPTOMS, criteria
 from data_prep.text import split_sentences
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from plumbing.cli import parse_config, run_cli, save_config
+from plumbing.errors import ConfigError, UserError
+from plumbing.jsonio import write_jsonl
 from trainable.batching import Columns, columns_from_table
-from trainable.evaluate import Checkpoint, absolute, load_checkpoint, required, write_jsonl
+from trainable.evaluate import Checkpoint, absolute, load_checkpoint, required
 from trainable.evaluation import crf_spans, model_outputs, span_answers
 from trainable.post_summary import POSTS_FILE, evidence_threshold, format_posts, post_summaries, write_posts_json
 

@@ -13,7 +13,7 @@ import ray.train
 import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from data_prep.errors import UserError
+from plumbing.errors import UserError
 from trainable.loop import train_loop
 
 USER_ERROR_FILE = "user_error.txt"  # in the run's out_dir: why a worker refused to train

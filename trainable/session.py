@@ -6,10 +6,11 @@ The loop only knows this interface, which is what lets the same code run under a
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Protocol
+
+from plumbing.jsonio import read_json, write_json
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
@@ -32,12 +33,8 @@ class Session(Protocol):
 def record_epoch(path: Path, metrics: dict) -> None:
     """Add one epoch's metrics to the run's history file; a re-run epoch (after a resume) replaces its
     earlier entry, so the file holds every epoch once, however many times the run was resumed."""
-    history = json.loads(path.read_text()) if path.exists() else []
-    history = [m for m in history if m.get("epoch") != metrics.get("epoch")]
-    history.append(metrics)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(history, indent=1))
-    tmp.replace(path)  # atomic: a kill mid-write leaves the previous history
+    history = [m for m in read_json(path, default=[]) if m.get("epoch") != metrics.get("epoch")]
+    write_json(path, [*history, metrics])  # atomic: a kill mid-write leaves the previous history
 
 
 class LocalSession:

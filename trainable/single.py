@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from data_prep.cli import parse_config, run_cli, save_config
-from data_prep.errors import UserError
 from data_prep.pipeline import prepare_features
+from plumbing.cli import parse_config, run_cli, save_config
+from plumbing.errors import UserError
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.evaluate import absolute, evaluate_checkpoint, load_checkpoint
 from trainable.loop import check_resume_task, train_loop

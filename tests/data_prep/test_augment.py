@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from data_prep.atomic import is_complete
 from data_prep.augment import (
     AugmentConfig,
     augment_pair_examples,
@@ -31,10 +30,11 @@ from data_prep.augment import (
     swap_words,
     typo_words,
 )
-from data_prep.errors import ConfigError
 from data_prep.records import Answer, QAExample
 from data_prep.symptoms import criteria
 from data_prep.tokenizer import load_tokenizer
+from plumbing.atomic import is_complete
+from plumbing.errors import ConfigError
 from trainable.batching import columns_from_table
 from trainable.config import TrainConfig, validate_train
 from trainable.loop import train_loop
@@ -253,7 +253,7 @@ def test_pair_training_with_augmentation_learns(train_config, tmp_path):
 
 
 def test_sweep_space_accepts_augment_keys():
-    from data_prep.cli import parse_config
+    from plumbing.cli import parse_config
     from sweep.config import SweepConfig
     from sweep.space import check_space, resolve_space, to_distributions
 

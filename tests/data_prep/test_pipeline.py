@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.atomic import COMPLETE_MARKER
-from data_prep.cli import parse_config
 from data_prep.config import PrepConfig
 from data_prep.demo import write_demo
 from data_prep.pipeline import prepare_features
+from plumbing.atomic import COMPLETE_MARKER
+from plumbing.cli import parse_config
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 

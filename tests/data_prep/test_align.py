@@ -210,7 +210,7 @@ def test_post_of_punctuation_only_leaves_the_row_unaligned():
 
 def _bench_align():
     """bench/align.py, the paraphrase set's loader and figures (a script, so loaded from its path)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "align.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "align.py"
     spec = importlib.util.spec_from_file_location("bench_align", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -26,7 +26,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray_helpers import own_ray_address
 
-from data_prep.errors import ConfigError
+from plumbing.errors import ConfigError
 from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
 from sweep.run import execute, load_config, prepare_run
 from sweep.space import feature_variants, make_searcher, variant_key

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_prep.atomic import COMPLETE_MARKER, is_complete
-from data_prep.cli import parse_config
-from data_prep.errors import UserError
 from data_prep.pretrained import MINILM, PACKAGED_MODELS, REQUIRED_FILES, Package, find_zip, packaged_model_dir
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, resolve_model
+from plumbing.atomic import COMPLETE_MARKER, is_complete
+from plumbing.cli import parse_config
+from plumbing.errors import UserError
 from trainable import evaluate, single
 from trainable.config import TrainConfig
 from trainable.models import build_model

@@ -13,7 +13,7 @@ import pytest
 
 from trainable.squad_metric import exact_match, f1, normalize_answer, squad_v2_scores
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "squad_v2_official_cases.json"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "squad_v2_official_cases.json"
 N_CASES = 37
 
 

@@ -19,12 +19,12 @@ import torch
 from omegaconf import OmegaConf
 from test_post_summary import assert_consistent
 
-from data_prep.cli import parse_config, run_cli
 from data_prep.demo import demo_dir
 from data_prep.pipeline import prepare_features
 from data_prep.redsm5 import load_redsm5
 from data_prep.symptoms import SYMPTOMS
 from data_prep.text import split_sentences
+from plumbing.cli import parse_config, run_cli
 from trainable import evaluate, predict, single
 from trainable.checkpoint import read_meta
 from trainable.config import TrainConfig

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.errors import DataError
 from data_prep.redsm5 import load_redsm5
 from data_prep.symptoms import SYMPTOMS
+from plumbing.errors import DataError
 
 POSTS = 'post_id,text\np1,"I can\'t sleep. I feel sad."\np2,"Line one.\nLine two, with a comma."\n'
 ANNOTATIONS = (

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from data_prep.errors import ConfigError, UserError
+from plumbing.errors import ConfigError, UserError
 
 CONFIG_FILE = "config.yaml"
 NULLS = ("", "null", "Null", "NULL", "~")  # what YAML reads as null

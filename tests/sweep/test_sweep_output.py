@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from data_prep.cli import parse_config
-from data_prep.errors import ConfigError
+from plumbing.cli import parse_config
+from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, validate_sweep
 from sweep.progress import TrialEvents
 from sweep.summary import STOPS_FILE

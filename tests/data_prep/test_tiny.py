@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.atomic import COMPLETE_MARKER, is_complete
-from data_prep.errors import UserError
 from data_prep.features import featurize_span
 from data_prep.records import Answer, QAExample
 from data_prep.symptoms import criteria
 from data_prep.tiny import build_tiny_model, tiny_model_dir
 from data_prep.tokenizer import load_tokenizer, resolve_model, tokenizer_identity
+from plumbing.atomic import COMPLETE_MARKER, is_complete
+from plumbing.errors import UserError
 
 SUBJECTS = ["I", "My sister", "Everyone", "My friend", "He", "She"]
 VERBS = ["can't sleep", "feel tired", "stopped eating", "hate myself", "lost interest in music",

@@ -28,7 +28,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sweep.summary import DONE_FILE, read_results
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_START_S = 120
 JOB_S = 420  # a whole demo sweep as a job on a loaded 2-core machine

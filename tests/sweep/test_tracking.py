@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from data_prep.errors import ConfigError
+from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, resolve_tracking_uri, validate_tracking
 from sweep.summary import read_results
 

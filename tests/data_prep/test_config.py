@@ -2,9 +2,9 @@
 
 import pytest
 
-from data_prep.cli import parse_config, run_cli, save_config
 from data_prep.config import PrepConfig, split_ratios, validate_prep
-from data_prep.errors import ConfigError, UserError
+from plumbing.cli import parse_config, run_cli, save_config
+from plumbing.errors import ConfigError, UserError
 
 
 def parse(*argv):

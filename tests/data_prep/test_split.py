@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from data_prep.errors import ConfigError
 from data_prep.split import SPLITS, split_groups, validate_ratios
+from plumbing.errors import ConfigError
 
 LABELS = ("DEPRESSED_MOOD", "ANHEDONIA", "SLEEP_ISSUES", "FATIGUE", "WORTHLESSNESS", "SUICIDAL_THOUGHTS")
 

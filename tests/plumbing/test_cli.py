@@ -20,9 +20,9 @@ import sweep.run as sweep_command
 import trainable.evaluate as evaluate_command
 import trainable.predict as predict_command
 import trainable.single as single_command
-from data_prep.cli import parse_config, run_cli
 from data_prep.config import DATASETS, QUESTION_MODES, TASKS, PrepConfig, validate_prep
-from data_prep.errors import ConfigError
+from plumbing.cli import parse_config, run_cli
+from plumbing.errors import ConfigError
 from sweep.config import SCHEDULERS, SweepConfig, validate_sweep
 from sweep.report import ReportConfig
 from trainable.config import AMP_MODES, DEVICES, TrainConfig, validate_train

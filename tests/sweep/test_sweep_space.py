@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from data_prep.cli import parse_config, save_config
-from data_prep.errors import ConfigError, UserError
+from plumbing.cli import parse_config, save_config
+from plumbing.errors import ConfigError, UserError
 from sweep.config import SweepConfig, retrain_seed_count, two_stage_on, validate_sweep
 from sweep.run import load_config
 from sweep.space import (

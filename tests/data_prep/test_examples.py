@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from data_prep.errors import ConfigError
 from data_prep.examples import CROSS, CrossPair, cross_negatives, pair_examples
 from data_prep.features import pair_examples_table
 from data_prep.records import Annotation
 from data_prep.symptoms import SYMPTOMS, criteria
+from plumbing.errors import ConfigError
 
 SLEEP = "I can't fall asleep until 3am most nights."
 TIRED = "I'm exhausted all the time."

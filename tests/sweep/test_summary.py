@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from ray import tune
 from sweep_fakes import fake_trainable, new_run_dir
 
-from data_prep.cli import parse_config
+from plumbing.cli import parse_config
 from sweep.config import SweepConfig
 from sweep.report import refresh
 from sweep.run import make_scheduler, retrain, run_stage, second_stage

@@ -110,7 +110,7 @@ def test_a_user_error_in_the_workers_is_not_retried(ray_cluster, train_config, t
     and the message reaches the caller as a UserError."""
     from ray.train import FailureConfig
 
-    from data_prep.errors import UserError
+    from plumbing.errors import UserError
     from trainable.ray_train import raise_user_error
 
     config = train_config("pair", tmp_path / "run", epochs=1, device="cuda")  # this machine has no CUDA

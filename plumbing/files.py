@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from data_prep.errors import DataError
+from plumbing.errors import DataError
 
 
 def read_text(path: Path) -> str:

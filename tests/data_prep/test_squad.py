@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.errors import DataError
 from data_prep.records import Answer
 from data_prep.squad import load_squad_v2
+from plumbing.errors import DataError
 
 CONTEXT = "Normans came from Normandy in France. They gave their name to the region."
 

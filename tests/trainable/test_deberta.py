@@ -18,9 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from data_prep.cli import parse_config
 from data_prep.demo import demo_dir
-from data_prep.errors import UserError
 from data_prep.features import featurize_pair
 from data_prep.pipeline import prepare_features
 from data_prep.records import PairExample
@@ -28,6 +26,8 @@ from data_prep.redsm5 import load_redsm5
 from data_prep.symptoms import criteria
 from data_prep.tiny import DEBERTA_V3_SETTINGS, TINY_SETTINGS, is_builtin_model, tiny_fingerprint, tiny_model_dir
 from data_prep.tokenizer import load_tokenizer, resolve_model, tokenizer_identity
+from plumbing.cli import parse_config
+from plumbing.errors import UserError
 from trainable import evaluate, predict, single
 from trainable.batching import Collator, columns_from_table
 from trainable.config import TrainConfig

@@ -17,7 +17,7 @@ import pytest
 import sweep_fakes
 from jsonschema import Draft202012Validator
 
-from data_prep.errors import UserError
+from plumbing.errors import UserError
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
 from sweep.space import describe, resolve_space, to_distributions
 from sweep.summary import SPACE_FILE, SUMMARY_FILE

@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from data_prep.errors import ConfigError
 from data_prep.examples import keep_no_answer, pair_examples, span_examples
 from data_prep.features import (
     featurize_pair,
@@ -18,6 +17,7 @@ from data_prep.records import Alignment, Annotation, Answer, QAExample
 from data_prep.symptoms import SYMPTOM_ID, SYMPTOMS, criteria
 from data_prep.tiny import tiny_model_dir
 from data_prep.tokenizer import load_tokenizer
+from plumbing.errors import ConfigError
 
 SLEEP = "I lie awake until four every night."
 TIRED = "Even a shower leaves me exhausted for hours."

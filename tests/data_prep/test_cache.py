@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 from omegaconf import OmegaConf
 
-from data_prep.atomic import COMPLETE_MARKER, is_complete
 from data_prep.cache import cache_key, entry_path, fingerprint_files
 from data_prep.featureset import FeatureSet, load_featureset, save_featureset
+from plumbing.atomic import COMPLETE_MARKER, is_complete
 
 SETTINGS = {
     "max_length": 256, "doc_stride": 64, "question_mode": "criterion", "no_answer_ratio": 1.0,
