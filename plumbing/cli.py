@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from plumbing import storage
 from plumbing.errors import ConfigError, UserError
 
 CONFIG_FILE = "config.yaml"
@@ -123,12 +124,10 @@ def parse_config(
         raise UserError(f"bad override: {str(e).splitlines()[0]}") from None
 
 
-def save_config(cfg: Any, out_dir: str | Path) -> Path:
-    """Write the resolved config next to the outputs it produced."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / CONFIG_FILE
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+def save_config(cfg: Any, out_dir: str | Path) -> str:
+    """Write the resolved config next to the outputs it produced (a directory or a URI); its path."""
+    path = storage.join(str(out_dir), CONFIG_FILE)
+    storage.write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
 

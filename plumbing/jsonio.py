@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from plumbing import storage
+
 
 def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None and tuples as lists (strict JSON has no inf/NaN)."""
+    """``value`` with non-finite floats as None, tuples as lists and numpy scalars as Python numbers
+    (strict JSON has no inf/NaN, and json writes no float32)."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -21,23 +27,12 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, value: Any, indent: int | None = 1) -> Path:
-    """Write ``value`` through a temporary sibling and a rename: a reader (or a kill) never sees half
-    a file. Non-finite floats become null; other values JSON cannot hold are written with str()."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(value), indent=indent, default=str, allow_nan=False),
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path: str | Path, default: Any = None) -> Any:
-    """The file's value, or ``default`` when the file does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return default
-    return json.loads(path.read_text(encoding="utf-8"))
+def write_json(path: str | Path, value: Any, indent: int | None = 1) -> str:
+    """Write ``value`` whole (a local file through a temporary sibling and a rename, an object in one
+    upload): a reader or a kill never sees half a file. Non-finite floats become null; other values
+    JSON cannot hold are written with str()."""
+    storage.write_text(str(path), json.dumps(json_safe(value), indent=indent, default=str, allow_nan=False))
+    return str(path)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

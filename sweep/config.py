@@ -58,6 +58,11 @@ class SweepSection:
         "output: 0 only the final leaderboard, 1 also one line per trial event (start, each epoch's "
         "metric, stop by ASHA or early stopping, finish, error), 2 also Ray's own output (Tune's "
         "status tables, Ray Train's and the workers' logs, warnings)", 1)
+    unplaceable_timeout_s: float = doc(
+        "seconds a trial waits while the cluster's alive nodes together cannot hold its worker group "
+        "(a node was lost, or an autoscaled one is not up yet) before it errors, naming what it needs and "
+        "what the cluster has; leave time for a node to start (minutes on cluster.yaml); 0 waits forever, "
+        "as Ray does", 900.0)
 
 
 @dataclass
@@ -127,6 +132,7 @@ def validate_sweep(cfg: Any) -> None:
         _at_least(f"sweep.{key}", getattr(s, key), 1)
     _at_least("sweep.reduction_factor", s.reduction_factor, 2)
     _at_least("sweep.max_failures", s.max_failures, 0)
+    _at_least("sweep.unplaceable_timeout_s", s.unplaceable_timeout_s, 0)
     if s.verbose not in (QUIET, EVENTS, RAY_OUTPUT):
         raise ConfigError("sweep.verbose", f"must be 0, 1 or 2; got {s.verbose}")
     for key in ("max_concurrent",):
@@ -149,7 +155,7 @@ def validate_sweep(cfg: Any) -> None:
                           f"must not exceed sweep.num_samples ({s.num_samples}); got {s.top_k}")
     if s.space_file is not None and not Path(s.space_file).is_file():
         raise ConfigError("sweep.space_file", f"no such file: {s.space_file}")
-    validate_tracking(cfg.tracking)
+    validate_tracking(cfg.tracking, str(cfg.out_dir))
 
 
 def resolve_tracking_uri(uri: str, out_dir: str | Path) -> str:
@@ -158,7 +164,7 @@ def resolve_tracking_uri(uri: str, out_dir: str | Path) -> str:
     Relative to out_dir (not the cwd) because a sweep submitted with ``ray job submit`` runs in a
     temporary working directory, and so the store stays with the run it describes.
     """
-    if not uri.strip():
+    if not uri.strip() or "://" in str(out_dir):  # no local directory to put it in: validate_sweep says
         return uri
     if uri.startswith(SQLITE):
         path = uri[len(SQLITE):]
@@ -170,10 +176,15 @@ def resolve_tracking_uri(uri: str, out_dir: str | Path) -> str:
     return uri
 
 
-def validate_tracking(t: Any) -> None:
+def validate_tracking(t: Any, out_dir: str = "") -> None:
     """Only the form: whether the store can be opened is found out (and warned about) at run time."""
     if not str(t.tracking_uri).strip():
         raise ConfigError("tracking.tracking_uri", "is empty; give e.g. sqlite:///mlflow.db")
+    local = t.tracking_uri.startswith(SQLITE) or not urlparse(t.tracking_uri).scheme
+    if t.mlflow and "://" in out_dir and local and not Path(t.tracking_uri.removeprefix(SQLITE)).is_absolute():
+        raise ConfigError("tracking.tracking_uri", f"{t.tracking_uri!r} is relative to out_dir, which is on "
+                                                   "object storage; give a tracking server (http://host:5000) "
+                                                   "or a store on a disk every node mounts (sqlite:////abs.db)")
     if t.tracking_uri.startswith("sqlite:") and not t.tracking_uri.startswith("sqlite:///"):
         raise ConfigError("tracking.tracking_uri", f"a sqlite store is sqlite:///relative.db or "
                                                    f"sqlite:////absolute/path.db; got {t.tracking_uri!r}")

@@ -16,6 +16,7 @@ import socket
 import time
 from pathlib import Path
 
+from plumbing import storage
 from plumbing.errors import UserError
 
 LOCK_FILE = "driver.lock"
@@ -25,11 +26,6 @@ _HELD: dict[str, int] = {}
 _READ_TRIES = 20  # the holder writes its details just after locking: wait up to ~1 s for them
 
 
-def is_uri(path: str | Path) -> bool:
-    """``s3://bucket/x``, ``gs://...``: object storage, where no OS lock exists."""
-    return "://" in str(path)
-
-
 def hold_run_dir(run_dir: str | Path, create: bool = True) -> Path | None:
     """Lock ``run_dir`` for this process, or a UserError naming the holder.
 
@@ -37,7 +33,7 @@ def hold_run_dir(run_dir: str | Path, create: bool = True) -> Path | None:
     resume of nothing, which the config check reports). Taking it again in the same process is a
     no-op (an flock on a second descriptor of the same file would conflict with our own).
     """
-    if is_uri(run_dir):
+    if storage.is_uri(run_dir):  # object storage has no OS lock
         # Object storage has no flock; when run directories move there (a separate issue), the
         # single-driver guarantee needs another mechanism (e.g. a conditional put). Unlocked for now.
         return None

@@ -1,147 +1,211 @@
-"""PNG plots of a sweep: optimization history, learning curves, metric vs the important parameters.
+"""PNG plots of a sweep, drawn by Optuna's matplotlib functions from the sweep's own study.
 
-Parameter importance comes from Optuna (fANOVA over a study rebuilt from the trial records)
-when there are enough finished trials for it to mean something, else from the absolute Spearman
-correlation with the best metric, which is honest about how little a handful of trials says.
+Optuna draws; this module adds what Optuna cannot know about this sweep: the metric's name on
+every axis, which directory a trial number is (``trial_NNNN``), and why each trial stopped, as a
+colour with a legend, so that a short curve reads as ASHA or early stopping, not as a bad trial.
+Each plot has a pure ``*_figure(study, metric_name)`` (None when there is nothing to draw) that
+the tests inspect; ``write_plots`` saves them and never lets a plot crash the sweep.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
+import optuna.visualization.matplotlib as ovm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from sweep.summary import METRIC, TrialRecord  # noqa: E402
+from sweep.trials import STOP_REASONS  # noqa: E402
 
 HISTORY_PNG = "optimization_history.png"
 CURVES_PNG = "learning_curves.png"
-PARAMS_PNG = "metric_vs_params.png"
-MIN_TRIALS_FOR_FANOVA = 8
-COLORS = {"finished": "tab:green", "asha": "tab:orange", "early_stop": "tab:blue", "error": "tab:red",
-          "unfinished": "tab:gray"}
+IMPORTANCES_PNG = "param_importances.png"
+SLICE_PNG = "slice.png"
+BEST_SO_FAR = "best so far"
+# one colour per stop reason, in legend order
+REASON_COLORS = dict(zip(STOP_REASONS, ("tab:green", "tab:orange", "tab:blue", "tab:red", "tab:gray"), strict=True))
+LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 8}  # never over a point
+log = logging.getLogger(__name__)
 
 
-def importances(records: Sequence[TrialRecord], space: dict[str, Any]) -> tuple[dict[str, float], str]:
-    """Parameter -> importance (higher = matters more), and the method used."""
-    scored = [r for r in records if r.best_metric is not None]
-    keys = [k for k in space if len({_key(r.params.get(k)) for r in scored}) > 1]
-    if not keys:
-        return {}, "none"
-    if len(scored) >= MIN_TRIALS_FOR_FANOVA:
-        try:
-            study = _study(scored, {k: space[k] for k in keys})
-            return dict(optuna.importance.get_param_importances(study)), "fanova"
-        except (ValueError, RuntimeError):
-            pass
-    frame = pd.DataFrame([{**{k: r.params.get(k) for k in keys}, METRIC: r.best_metric} for r in scored])
-    for k in keys:  # categorical strings: their rank among the choices seen
-        if frame[k].dtype == object:
-            frame[k] = frame[k].astype(str).astype("category").cat.codes
-    corr = frame.corr(method="spearman")[METRIC].drop(METRIC).abs().fillna(0.0)
-    return dict(corr.sort_values(ascending=False)), "spearman"
+@contextmanager
+def _optuna_drawing() -> Iterator[None]:
+    """Optuna's plot functions are experimental (a warning per call) and switch the global style
+    to ggplot; keep both local to the call."""
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Attempting to set identical low and high xlims")
+        yield
 
 
-def _study(records: Sequence[TrialRecord], space: dict[str, Any]) -> optuna.Study:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    dists = {}
-    for k, spec in space.items():
-        if isinstance(spec, list):
-            dists[k] = CategoricalDistribution(spec)
-        elif spec["type"] == "int":
-            dists[k] = IntDistribution(int(spec["low"]), int(spec["high"]))
-        else:
-            dists[k] = FloatDistribution(spec["low"], spec["high"], log=spec["type"] == "loguniform")
-    study = optuna.create_study(direction="maximize")
-    for r in records:
-        params = {k: r.params[k] for k in dists if k in r.params}
-        if len(params) == len(dists):
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
-                                                      value=r.best_metric))
-    return study
+def _reason(trial: FrozenTrial) -> str:
+    return trial.user_attrs.get("stop_reason", trial.state.name.lower())
 
 
-def _key(value: Any) -> str:
-    return repr(value)
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def plot_history(records: Sequence[TrialRecord], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    running, best = [], -math.inf
-    for i, r in enumerate(records):
-        if r.best_metric is not None:
-            ax.scatter(i, r.best_metric, color=COLORS.get(r.stop_reason, "black"), zorder=3)
-            best = max(best, r.best_metric)
-        running.append(best if best > -math.inf else np.nan)
-    ax.step(range(len(records)), running, where="post", color="black", label="best so far")
-    for reason, color in COLORS.items():
-        ax.scatter([], [], color=color, label=reason)
-    ax.set_xlabel("trial (in creation order)")
-    ax.set_ylabel(f"best validation {METRIC}")
-    ax.set_title("Optimization history")
-    ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
+def _value_label(metric_name: str) -> str:
+    return f"validation {metric_name} (best epoch)"
 
 
-def plot_curves(records: Sequence[TrialRecord], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in records:
-        if r.history:
-            ax.plot([h["epoch"] for h in r.history], [h[METRIC] for h in r.history], marker="o",
-                    color=COLORS.get(r.stop_reason, "black"), alpha=0.7)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {METRIC}")
-    ax.set_title("Learning curves (colour = why the trial stopped)")
-    _save(fig, path)
+def _trial_axis_label(study: optuna.Study) -> str:
+    """Optuna numbers trials across stages; say how a number maps back to its directory."""
+    starts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        starts.setdefault(t.user_attrs.get("stage", ""), t.number)
+    later = [f"{stage}/trial_0000 is number {n}" for stage, n in starts.items() if n > 0]
+    return "trial number (= NNNN of trial_NNNN" + "".join(f"; {s}" for s in later) + ")"
 
 
-def plot_params(records: Sequence[TrialRecord], space: dict[str, Any], path: Path, top: int = 4) -> None:
-    ranked, method = importances(records, space)
-    keys = list(ranked)[:top] or list(space)[:top]
-    scored = [r for r in records if r.best_metric is not None]
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=False):
-        xs = [r.params.get(key) for r in scored]
-        ys = [r.best_metric for r in scored]
-        colors = [COLORS.get(r.stop_reason, "black") for r in scored]
-        if xs and all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
-            ax.scatter(xs, ys, c=colors)
-            spec = space.get(key)
-            if isinstance(spec, dict) and spec.get("type") == "loguniform":
-                ax.set_xscale("log")
-        else:
-            labels = sorted({str(x) for x in xs})
-            ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
-            ax.set_xticks(range(len(labels)), labels)
-        score = ranked.get(key)
-        ax.set_title(f"{key}" + (f"\n{method} {score:.2f}" if score is not None else ""), fontsize=8)
-        ax.set_ylabel(f"best {METRIC}")
-    fig.suptitle("Metric against the most important parameters", fontsize=9)
-    _save(fig, path)
+def _reason_legend(ax: plt.Axes, title: str) -> None:
+    """One entry per stop reason that occurs, in REASON_COLORS order, then any other label."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles = dict(zip(labels, handles, strict=True))  # a reason drawn twice is listed once
+    order = [r for r in REASON_COLORS if r in handles] + [k for k in handles if k not in REASON_COLORS]
+    ax.legend([handles[k] for k in order], order, title=title, title_fontsize=8, **LEGEND_OUTSIDE)
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def history_figure(study: optuna.Study, metric_name: str) -> Figure | None:
+    """Each trial's best validation metric against its number, coloured by why it stopped.
+
+    Optuna draws every COMPLETE value in one colour and leaves failed and unfinished trials out;
+    here each stop reason gets its colour, and a trial without a value that reported epochs is an
+    x at its best epoch (not counted in the best-so-far line). None without a COMPLETE trial."""
+    if not _complete(study):
+        return None
+    with _optuna_drawing():
+        ax = ovm.plot_optimization_history(study, target_name=_value_label(metric_name))
+        for collection in list(ax.collections):
+            collection.remove()
+        ax.lines[0].set(label=BEST_SO_FAR, drawstyle="steps-post")  # the best only changes at a trial
+        crosses = [_history_point(ax, t) for t in study.get_trials(deepcopy=False)].count("x")
+        ax.set(title=f"Optimization history: validation {metric_name}", xlabel=_trial_axis_label(study))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _reason_legend(ax, "why the trial stopped" + ("\n(x: no final value,\nits best epoch)" if crosses else ""))
+        ax.figure.set_size_inches(8, 4.5)
+    return ax.figure
 
 
-def write_plots(run_dir: str | Path, records: Sequence[TrialRecord], space: dict[str, Any]) -> list[Path]:
-    """All plots of a run; with no trials (nothing ran yet) nothing is written."""
-    run_dir = Path(run_dir)
-    if not records:
+def _history_point(ax: plt.Axes, t: FrozenTrial) -> str | None:
+    """Draw the trial's point; its marker, or None for a trial with nothing to show."""
+    complete = t.state == TrialState.COMPLETE
+    value = t.value if complete else max(t.intermediate_values.values(), default=None)
+    if value is None:
+        return None
+    marker = "o" if complete else "x"
+    ax.scatter(t.number, value, color=REASON_COLORS.get(_reason(t), "black"), label=_reason(t), zorder=3,
+               marker=marker)
+    return marker
+
+
+def curves_figure(study: optuna.Study, metric_name: str) -> Figure | None:
+    """Validation metric per epoch of every trial that reported one, coloured by why it stopped,
+    each line numbered at its end. Drawn on Optuna's intermediate-values axes, which colour
+    trials only apart and leave out failed ones. None when no trial reported an epoch."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    if not trials:
+        return None
+    with _optuna_drawing():
+        ax = ovm.plot_intermediate_values(study)
+        for line in list(ax.lines):
+            line.remove()
+        for t in trials:
+            epochs, values = zip(*sorted(t.intermediate_values.items()), strict=True)
+            ax.plot(epochs, values, marker="o", markersize=4, alpha=0.8, label=_reason(t),
+                    color=REASON_COLORS.get(_reason(t), "black"))
+            ax.annotate(str(t.number), (epochs[-1], values[-1]), xytext=(4, 0), textcoords="offset points",
+                        fontsize=7, va="center")
+        ax.set_xlim(0.7, max(max(t.intermediate_values) for t in trials) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=f"Learning curves: validation {metric_name} per epoch", xlabel="epoch",
+               ylabel=f"validation {metric_name}")
+        _reason_legend(ax, "why the trial stopped\n(number at line end = trial)")
+        ax.figure.set_size_inches(8, 4.5)
+    return ax.figure
+
+
+def importances_figure(study: optuna.Study, metric_name: str) -> Figure | None:
+    """Optuna's parameter importances (PED-ANOVA) over the params that varied. None with fewer than
+    2 COMPLETE trials, no varying param or a constant metric: Optuna then answers equal shares
+    (with a warning), or a share for a param that never changed, which reads as a finding."""
+    complete = _complete(study)
+    names = sorted({k for t in complete for k in t.params})
+    varied = [k for k in names if len({repr(t.params.get(k)) for t in complete}) > 1]
+    if len(complete) < 2 or not varied or len({t.value for t in complete}) < 2:
+        return None
+    with _optuna_drawing():
+        ax = ovm.plot_param_importances(study, params=varied, target_name=_value_label(metric_name))
+        ax.get_legend().remove()  # one bar series, named in the title
+        ax.set_title(f"Parameter importance for validation {metric_name}\n"
+                     f"(PED-ANOVA over {len(complete)} complete trials; params that never varied left out)",
+                     loc="left", fontsize=10)
+        ax.set(xlabel=f"importance for validation {metric_name} (shares sum to 1)", ylabel="parameter")
+        ax.figure.set_size_inches(8, 4.5)
+        ax.figure.tight_layout()
+    return ax.figure
+
+
+def slice_figure(study: optuna.Study, metric_name: str) -> Figure | None:
+    """Optuna's slice plot: each COMPLETE trial's metric against each param, shaded by trial
+    number. None without a COMPLETE trial."""
+    if not _complete(study):
+        return None
+    with _optuna_drawing():
+        axes = ovm.plot_slice(study, target_name=_value_label(metric_name))
+        fig = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+        fig.suptitle(f"Slice: validation {metric_name} (best epoch) against each parameter")
+        fig.axes[-1].set_ylabel("trial number")  # the colour bar
+        fig.axes[-1].yaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in fig.axes[:-1]:
+            if ax.get_xscale() == "log":
+                _readable_log_ticks(ax)
+    return fig
+
+
+def _readable_log_ticks(ax: plt.Axes) -> None:
+    """Matplotlib labels every minor tick of a log axis spanning under ~2 decades (a learning
+    rate's), and in a narrow subplot they overlap; label 1 and 3 of each decade instead."""
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # legends sit outside the axes
+    return path
+
+
+def write_plots(run_dir: str | Path, study: optuna.Study, metric_name: str) -> list[Path]:
+    """Write every plot that can be drawn into run_dir and return their paths; with no trials
+    nothing. A plot that fails is logged and skipped: a sweep never fails on its pictures."""
+    if not study.trials:
         return []
-    paths = [run_dir / HISTORY_PNG, run_dir / CURVES_PNG, run_dir / PARAMS_PNG]
-    plot_history(records, paths[0])
-    plot_curves(records, paths[1])
-    plot_params(records, space, paths[2])
-    return paths
+    makers: dict[str, Callable[[optuna.Study, str], Figure | None]] = {
+        HISTORY_PNG: history_figure, CURVES_PNG: curves_figure, IMPORTANCES_PNG: importances_figure,
+        SLICE_PNG: slice_figure}
+    written = []
+    for name, make in makers.items():
+        before = set(plt.get_fignums())
+        try:
+            fig = make(study, metric_name)
+            if fig is not None:
+                written.append(_save(fig, Path(run_dir) / name))
+        except Exception as e:  # noqa: BLE001 - a plot must never fail the sweep
+            log.warning("could not draw %s: %s: %s", name, type(e).__name__, e)
+        finally:
+            for number in set(plt.get_fignums()) - before:  # also a figure a failed plot left open
+                plt.close(number)
+    return written

@@ -15,9 +15,11 @@ from typing import Any
 
 from ray.tune import Callback
 
+from plumbing import storage
 from sweep.config import EVENTS, train_dict
-from sweep.driver import TB_DIR, trial_config
-from sweep.summary import METRIC, read_error, read_stops
+from sweep.driver import TB_DIR, trial_config, trial_dir_of
+from sweep.trials import read_error, read_stops
+from trainable.session import METRIC
 from trainable.tensorboard import flat_hparams, write_end
 
 
@@ -27,7 +29,7 @@ class TrialEvents(Callback):
 
     def __init__(self, base: dict[str, Any], run_dir: str | Path, experiment: str, metric_label: str,
                  verbose: int = EVENTS):
-        self.base, self.run_dir, self.experiment = base, Path(run_dir), experiment
+        self.base, self.run_dir, self.experiment = base, str(run_dir), experiment
         self.metric_label, self.verbose = metric_label, verbose
 
     # ------------------------------------------------------------ Tune's hooks
@@ -58,8 +60,8 @@ class TrialEvents(Callback):
         self.record_end(trial, reason)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        error = read_error(Path(trial.error_file).parent) if trial.error_file else None
-        self.say(trial, f"errored: {error or 'see the trial directory'} ({Path(trial.path).name})")
+        error = read_error(self.trial_dir(trial))
+        self.say(trial, f"errored: {error or 'see the trial directory'} ({trial.storage.trial_dir_name})")
         self.record_end(trial, "error")
 
     # ------------------------------------------------------------ helpers
@@ -67,6 +69,9 @@ class TrialEvents(Callback):
     def say(self, trial, message: str) -> None:
         if self.verbose >= EVENTS:
             print(f"{self.experiment} trial {trial.trial_id}: {message}", flush=True)
+
+    def trial_dir(self, trial) -> str:
+        return trial_dir_of(self.run_dir, trial.storage)
 
     def trial_cfg(self, trial):
         return trial_config(self.base, dict(trial.config))
@@ -88,7 +93,8 @@ class TrialEvents(Callback):
     def record_end(self, trial, reason: str) -> None:
         """The stop reason into the trial's TensorBoard run; a failure to write it never fails the sweep."""
         try:
-            write_end(Path(trial.path) / TB_DIR, flat_hparams(train_dict(self.trial_cfg(trial))), reason)
+            hparams = flat_hparams(train_dict(self.trial_cfg(trial)))
+            write_end(storage.join(self.trial_dir(trial), TB_DIR), hparams, reason)
         except Exception as e:  # TensorBoard is a record of the result, not part of it
             print(f"sweep: could not record the end of trial {trial.trial_id} in TensorBoard: {e}",
                   file=sys.stderr)

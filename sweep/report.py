@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,16 +10,19 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from data_prep.config import doc
+from plumbing import storage
 from plumbing.cli import parse_config, run_cli
 from plumbing.errors import UserError
 from sweep.plots import write_plots
-from sweep.summary import SPACE_FILE, leaderboard, write_summary
+from sweep.study import build_study
+from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, write_summary
 
 DESCRIPTION = """
 Print the leaderboard of a sweep (python -m sweep.run) and rewrite its summary.json,
-trials.parquet, best_checkpoint/ and plots from the trial directories on disk. Works on a
-finished, interrupted or still running sweep. summary.json is checked against its JSON Schema
-(sweep/schemas/summary.schema.json) first and not written when it would break it.
+trials.parquet, best_checkpoint/ and plots from the trial directories. Works on a finished,
+interrupted or still running sweep, in a local directory or at a URI (s3://bucket/prefix).
+summary.json is checked against its JSON Schema (sweep/schemas/summary.schema.json) first and
+not written when it would break it.
 """
 
 
@@ -30,12 +33,15 @@ class ReportConfig:
 
 
 def refresh(run_dir: str | Path) -> dict[str, Any]:
-    """Rewrite everything derived from the trials; returns the summary."""
-    run_dir = Path(run_dir).expanduser().resolve()  # Tune/pyarrow read a relative path as a URI and fail
+    """Rewrite everything derived from the trials; returns the summary (with the plots' names)."""
+    run_dir = storage.absolute(run_dir)  # Tune/pyarrow read a relative path as a URI and fail
     summary, records = write_summary(run_dir)
-    space_path = run_dir / SPACE_FILE
-    space = json.loads(space_path.read_text()) if space_path.is_file() else {}
-    summary["plots"] = [p.name for p in write_plots(run_dir, records, space)]
+    study = build_study(records, read_space(run_dir), run_dir)
+    with tempfile.TemporaryDirectory(prefix="sweep-plots-") as tmp:
+        local = run_dir if not storage.is_uri(run_dir) else tmp
+        summary["plots"] = [p.name for p in write_plots(local, study, summary["primary_metric"])]
+        if local == tmp:
+            storage.upload_dir(tmp, run_dir)
     return summary
 
 
@@ -43,11 +49,11 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(ReportConfig, argv, "sweep.report", DESCRIPTION, positional="run_dir")
     if OmegaConf.is_missing(cfg, "run_dir") or not cfg.run_dir:
         raise UserError("give the sweep's run directory: python -m sweep.report RUN_DIR")
-    cfg.run_dir = str(Path(cfg.run_dir).expanduser().resolve())
-    summary = refresh(cfg.run_dir)
+    run_dir = storage.absolute(cfg.run_dir)
+    summary = refresh(run_dir)
     print(leaderboard(summary, cfg.top))
     plots = ", ".join(summary["plots"]) or "no plots (no trial has results yet)"
-    print(f"wrote {Path(cfg.run_dir) / 'summary.json'}, trials.parquet; {plots}")
+    print(f"wrote {storage.join(run_dir, SUMMARY_FILE)}, {TRIALS_FILE}; {plots}")
 
 
 if __name__ == "__main__":

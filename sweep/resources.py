@@ -2,7 +2,11 @@
 
 Tune starts a driver per trial whether or not its workers can be placed; a worker group that
 cannot be placed waits, times out and retries forever. So concurrency is derived from what the
-nodes actually have, and a request no node can satisfy fails before the sweep starts.
+nodes actually have, and a request no node can satisfy fails before the sweep starts. A node lost
+mid-sweep can leave the rest unable to hold a trial's worker group; Ray Train would wait for it
+forever (each wait times out after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S and starts again), so the
+trial's driver watches the alive nodes (``PlacementWatch``) and errors after
+``sweep.unplaceable_timeout_s``, naming what the trial needs and what the cluster has.
 """
 
 from __future__ import annotations
@@ -220,3 +224,42 @@ def cluster_plan(cfg: Any, num_samples: int) -> tuple[int, str]:
     nodes = alive_nodes()
     req = TrialResources.from_config(cfg)
     return plan_concurrency(nodes, req, num_samples, cfg.sweep.max_concurrent), describe_cluster(nodes)
+
+
+class UnplaceableTrialError(UserError):
+    """The alive nodes cannot hold a trial's worker group, and have not for sweep.unplaceable_timeout_s."""
+
+
+def holds_group(nodes: Sequence[Node], req: TrialResources) -> bool:
+    """Whether these nodes, empty, hold one worker group of ``req`` (its workers may spread over nodes)."""
+    return sum(workers_on(n, req) for n in nodes) >= req.workers
+
+
+class PlacementWatch:
+    """Raises UnplaceableTrialError once the alive nodes could not hold the trial's worker group for
+    ``timeout_s`` in a row (0: never). Node totals, not free resources: a group that waits for other
+    trials to finish is not unplaceable. ``check`` is called every few seconds while ``fit()`` runs."""
+
+    def __init__(self, req: TrialResources, timeout_s: float, nodes=alive_nodes, clock=time.monotonic):
+        self.req, self.timeout_s, self.nodes, self.clock = req, timeout_s, nodes, clock
+        self.since: float | None = None
+
+    def check(self) -> None:
+        if not self.timeout_s:
+            return
+        try:
+            nodes = self.nodes()
+        except Exception:  # the GCS did not answer this time: no news, the next check will tell
+            return
+        if holds_group(nodes, self.req):
+            self.since = None
+            return
+        now = self.clock()
+        self.since = now if self.since is None else self.since
+        if now - self.since >= self.timeout_s:
+            raise UnplaceableTrialError(
+                f"the trial needs {self.req.describe()} but the cluster now has {describe_cluster(nodes)}, "
+                f"which cannot hold that (for {now - self.since:.0f} s; a node was lost?). Add a node that "
+                "can, or lower sweep.cpus_per_worker / sweep.gpus_per_worker / sweep.workers_per_trial in a "
+                "new sweep; resume=OUT_DIR retries it once the cluster can (sweep.unplaceable_timeout_s "
+                "sets how long a trial waits)")

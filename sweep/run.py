@@ -23,8 +23,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from plumbing.cli import parse_config, run_cli, save_config
+from plumbing import storage
+from plumbing.cli import CONFIG_FILE, parse_config, run_cli, save_config
 from plumbing.errors import ConfigError
+from plumbing.jsonio import write_json
 from sweep.config import (
     EVENTS,
     RAY_OUTPUT,
@@ -38,7 +40,7 @@ from sweep.config import (
     validate_sweep,
 )
 from sweep.driver import DRIVER_RESOURCES, driver, trial_config
-from sweep.lock import hold_run_dir, is_uri
+from sweep.lock import hold_run_dir
 from sweep.resources import TrialResources, cluster_plan, connect
 from sweep.space import (
     METRIC,
@@ -52,20 +54,13 @@ from sweep.space import (
     narrow,
     nested_space,
     resolve_space,
+    space_from_json,
+    space_to_json,
     to_distributions,
     variant_key,
 )
-from sweep.summary import (
-    RETRAIN,
-    SPACE_FILE,
-    STOPS_FILE,
-    TEST_FILE,
-    best_checkpoint_of,
-    best_trial,
-    load_trials,
-    run_config,
-    trial_states,
-)
+from sweep.summary import SPACE_FILE, TEST_FILE, best_checkpoint_of, run_config, search_trials
+from sweep.trials import RETRAIN, STOPS_FILE, best_trial, load_trials, tune_states
 
 DESCRIPTION = """
 Search hyper-parameters of one task (span | span_crf | pair) with Optuna's seeded TPE and ASHA
@@ -96,7 +91,7 @@ def checked_config(cfg):
     """``load_config`` for an already parsed command line."""
     if cfg.resume:
         cfg = resumed_config(cfg)
-    elif (Path(cfg.out_dir) / STAGE1).exists():
+    elif storage.exists(storage.join(cfg.out_dir, STAGE1)):
         raise ConfigError("out_dir", f"{cfg.out_dir} already holds a sweep; continue it with resume=true, "
                                      "or give a new out_dir")
     absolute_paths(cfg)
@@ -111,7 +106,7 @@ def checked_config(cfg):
 def absolute_paths(cfg) -> None:
     """Trials run in Ray's own working directories (and on other nodes): relative paths would
     point elsewhere there, so every path in the config is made absolute here, once."""
-    cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
+    cfg.out_dir = storage.absolute(cfg.out_dir)  # a URI (s3://bucket/prefix) stays as it is
     cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
     if cfg.data.dir:
         cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
@@ -123,12 +118,12 @@ def run_dir_of(cfg) -> str:
     command, not of Ray's workers."""
     resume = cfg.resume and str(cfg.resume).lower() not in ("true", "yes", "1")
     given = str(cfg.resume if resume else cfg.out_dir)
-    return given if is_uri(given) else str(Path(given).expanduser().resolve())
+    return storage.absolute(given)
 
 
 def resumed_config(cfg):
     """The run's saved config; an override that contradicts it is an error, not a silent change."""
-    run_dir = Path(run_dir_of(cfg))
+    run_dir = run_dir_of(cfg)
     saved = run_config(run_dir)
     overridden = set(leaf_diff(cfg, OmegaConf.structured(SweepConfig)))
     ignore = ("resume", "out_dir", "sweep.space.")
@@ -249,24 +244,24 @@ def _recording_asha():
             if action == TrialScheduler.STOP:
                 entry = {"experiment": self.experiment, "trial_id": trial.trial_id,
                          "epoch": result.get("epoch")}
-                with open(self.log_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(entry) + "\n")
+                before = storage.read_text(self.log_path) if storage.exists(self.log_path) else ""
+                storage.write_text(self.log_path, before + json.dumps(entry) + "\n")  # an object store appends so
             return action
 
     return RecordingASHA
 
 
-def make_scheduler(cfg, run_dir: Path, experiment: str, max_t: int):
+def make_scheduler(cfg, run_dir: str, experiment: str, max_t: int):
     from ray.tune.schedulers import FIFOScheduler
 
     if cfg.sweep.scheduler == "fifo":
         return FIFOScheduler()
-    return _recording_asha()(str(run_dir / STOPS_FILE), experiment, time_attr="epoch", metric=METRIC,
+    return _recording_asha()(storage.join(run_dir, STOPS_FILE), experiment, time_attr="epoch", metric=METRIC,
                              mode=MODE, max_t=max_t, grace_period=cfg.sweep.grace_period,
                              reduction_factor=cfg.sweep.reduction_factor)
 
 
-def _first_result_callback(run_dir: Path):
+def _first_result_callback(run_dir: str):
     from ray.tune import Callback
 
     class FirstResult(Callback):
@@ -282,13 +277,13 @@ def _first_result_callback(run_dir: Path):
     return FirstResult()
 
 
-def update_timings(run_dir: Path, keep: bool = False, **values: float) -> None:
-    path = run_dir / TIMINGS_FILE
-    timings = json.loads(path.read_text()) if path.is_file() else {}
+def update_timings(run_dir: str, keep: bool = False, **values: float) -> None:
+    path = storage.join(run_dir, TIMINGS_FILE)
+    timings = json.loads(storage.read_text(path)) if storage.exists(path) else {}
     for k, v in values.items():
         if not (keep and k in timings):
             timings[k] = v
-    path.write_text(json.dumps(timings, indent=1))
+    write_json(path, timings)
 
 
 def trainable_for(cfg, shared: Shared):
@@ -301,7 +296,7 @@ def trainable_for(cfg, shared: Shared):
     return tune.with_resources(tune.with_parameters(driver, setup=setup), DRIVER_RESOURCES)
 
 
-def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num_samples: int = 1,
+def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_samples: int = 1,
               searcher=None, scheduler=None, param_space: dict | None = None) -> None:
     """One Tune experiment under run_dir/name; continues it when it already exists."""
     from ray import tune
@@ -311,11 +306,12 @@ def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num
     from sweep.progress import TrialEvents
     from trainable.config import metric_name
 
-    exp = run_dir / name
-    if tune.Tuner.can_restore(str(exp)):  # its callbacks and verbosity come back with it
+    exp = storage.join(run_dir, name)
+    exp_path, fs = storage.for_ray(exp)
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=fs):  # its callbacks and verbosity come back
         print(f"sweep: resuming {exp}", flush=True)
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=True,
-                                   param_space=param_space)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
+                                   param_space=param_space, storage_filesystem=fs)
     else:
         events = TrialEvents(OmegaConf.to_container(cfg, resolve=True), run_dir, name, metric_name(cfg),
                              verbose=cfg.sweep.verbose)
@@ -324,15 +320,15 @@ def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
                                         max_concurrent_trials=concurrency,
                                         trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(name=name, storage_path=str(run_dir),
+            run_config=tune.RunConfig(name=name, storage_path=storage.for_ray(run_dir)[0], storage_filesystem=fs,
                                       verbose=1 if cfg.sweep.verbose >= RAY_OUTPUT else 0,
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), events,
                                                  _first_result_callback(run_dir),
                                                  *tracking.callbacks(cfg, run_dir, name)],
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                                      failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)))
     with tune_output(cfg.sweep.verbose):
         tuner.fit()
-    states = trial_states(exp)
+    states = tune_states(str(exp))
     unfinished = [t for t, s in states.items() if s not in ("TERMINATED", "ERROR")]
     if unfinished or len(states) < num_samples:
         raise Interrupted(f"{name}: {len(unfinished)} trial(s) unfinished, {len(states)}/{num_samples} "
@@ -340,9 +336,10 @@ def run_stage(cfg, run_dir: Path, name: str, trainable, *, concurrency: int, num
 
 
 def trial_dirname(trial) -> str:
-    """Short names that sort in creation order (the params are in params.json and summary.json)."""
+    """Short names that sort in creation order, numbered from 0 as Optuna numbers its trials (the
+    params are in params.json and summary.json)."""
     index = str(getattr(trial, "experiment_tag", "") or "").split("_")[0]
-    return f"trial_{int(index) if index.isdigit() else 0:04d}_{trial.trial_id}"
+    return f"trial_{int(index) - 1 if index.isdigit() else 0:04d}_{trial.trial_id}"
 
 
 class Interrupted(Exception):
@@ -385,22 +382,22 @@ class StopSignals:
 # ---------------------------------------------------------------- stages
 
 
-def search(cfg, run_dir: Path, dists, trainable, concurrency: int) -> None:
+def search(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
     run_stage(cfg, run_dir, STAGE1, trainable, concurrency=concurrency, num_samples=cfg.sweep.num_samples,
               searcher=make_searcher(dists, cfg.seed, startup_trials(cfg)),
               scheduler=make_scheduler(cfg, run_dir, STAGE1, max_epochs(cfg, dists)))
 
 
-def second_stage(cfg, run_dir: Path, dists, trainable, concurrency: int) -> None:
+def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
     """Narrow the space around stage 1's top-k configs and search it again (seed + 1)."""
-    path = run_dir / STAGE2_SPACE_FILE
-    if path.is_file():  # resumed: the narrowed space was fixed when stage 2 began
-        narrowed = to_distributions(json.loads(path.read_text()), cfg)
+    path = storage.join(run_dir, STAGE2_SPACE_FILE)
+    if storage.exists(path):  # resumed: the narrowed space was fixed when stage 2 began
+        narrowed = space_from_json(json.loads(storage.read_text(path)))
     else:
-        records = [r for r in load_trials(run_dir, STAGE1, cfg) if r.best_metric is not None]
+        records = [r for r in load_trials(str(run_dir), STAGE1, cfg) if r.best_metric is not None]
         top = sorted(records, key=lambda r: -r.best_metric)[: cfg.sweep.top_k]
         narrowed = narrow(dists, [r.params for r in top])
-        path.write_text(json.dumps(describe(narrowed), indent=1))
+        write_json(path, space_to_json(narrowed))
     info(cfg, f"sweep: stage 2 space {describe(narrowed)}")
     n = cfg.sweep.stage2_samples
     run_stage(cfg, run_dir, STAGE2, trainable, concurrency=min(concurrency, n), num_samples=n,
@@ -408,7 +405,7 @@ def second_stage(cfg, run_dir: Path, dists, trainable, concurrency: int) -> None
               scheduler=make_scheduler(cfg, run_dir, STAGE2, max_epochs(cfg, narrowed)))
 
 
-def retrain(cfg, run_dir: Path, params: dict[str, Any], trainable, concurrency: int) -> None:
+def retrain(cfg, run_dir: str, params: dict[str, Any], trainable, concurrency: int) -> None:
     """The best config again with fresh seeds, every run to the end (FIFO)."""
     from ray import tune
 
@@ -418,17 +415,14 @@ def retrain(cfg, run_dir: Path, params: dict[str, Any], trainable, concurrency: 
               num_samples=1, param_space=space)
 
 
-def final_test(cfg, run_dir: Path, shared: Shared) -> dict[str, Any] | None:
+def final_test(cfg, run_dir: str, shared: Shared) -> dict[str, Any] | None:
     """The best checkpoint on the test split, once, in a task with a trial's worker resources."""
     import ray
 
-    from sweep.summary import SEARCH_STAGES
-
-    path = run_dir / TEST_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    records = [r for s in SEARCH_STAGES for r in load_trials(run_dir, s, cfg)]
-    best = best_trial(records)
+    path = storage.join(run_dir, TEST_FILE)
+    if storage.exists(path):
+        return json.loads(storage.read_text(path))
+    best = best_trial(search_trials(str(run_dir), cfg))
     checkpoint = best_checkpoint_of(best) if best else None
     if checkpoint is None:
         info(cfg, "sweep: no checkpoint to test (no trial finished an epoch)")
@@ -438,7 +432,7 @@ def final_test(cfg, run_dir: Path, shared: Shared) -> dict[str, Any] | None:
     task = ray.remote(_test_task).options(num_cpus=req.cpus_per_worker, num_gpus=req.gpus_per_worker)
     metrics = ray.get(task.remote(config, shared.refs[variant_key(best.params)], str(checkpoint)))
     metrics = {"trial_id": best.trial_id, "checkpoint": str(checkpoint), **metrics}
-    path.write_text(json.dumps(metrics, indent=1, default=float))
+    write_json(path, metrics)
     return metrics
 
 
@@ -448,7 +442,10 @@ def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), config)
     with tempfile.TemporaryDirectory(prefix="sweep-test-") as tmp:
-        return test_best(cfg, fs, Path(checkpoint), Path(tmp))
+        local = Path(tmp) / "checkpoint"
+        if storage.is_uri(checkpoint):  # on a bucket: the model is read from local files
+            storage.download_dir(checkpoint, local)
+        return test_best(cfg, fs, local if storage.is_uri(checkpoint) else Path(checkpoint), Path(tmp))
 
 
 # ---------------------------------------------------------------- main
@@ -456,7 +453,7 @@ def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
 
 @dataclass
 class Prepared:
-    run_dir: Path
+    run_dir: str
     concurrency: int
     shared: Shared
 
@@ -464,14 +461,13 @@ class Prepared:
 def prepare_run(cfg, dists) -> Prepared:
     """Connect, check the cluster can hold a trial, save the config, share every feature variant."""
     started = time.time()
-    run_dir = Path(cfg.out_dir).resolve()
-    cfg.out_dir = str(run_dir)
+    run_dir = cfg.out_dir = storage.absolute(cfg.out_dir)
     address = connect()
     concurrency, cluster = cluster_plan(cfg, cfg.sweep.num_samples)
     info(cfg, f"sweep: Ray at {address}; {cluster}; trial = {TrialResources.from_config(cfg).describe()}; "
               f"{concurrency} trial(s) at once")
     save_config(cfg, run_dir)
-    (run_dir / SPACE_FILE).write_text(json.dumps(describe(dists), indent=1))
+    write_json(storage.join(run_dir, SPACE_FILE), space_to_json(dists))
     update_timings(run_dir, keep=True, started_at=started)
     variants = feature_variants(dists)
     shared = share_features(cfg, variants)
@@ -516,18 +512,20 @@ def main(argv: list[str]) -> None:
     cfg, dists = checked_config(cfg)
     quiet_ray(cfg.sweep.verbose)  # before Ray is imported
     connect()
+    from sweep.reaper import guard_local_ray
+    guard_local_ray()  # a local Ray started here ends with this process, even after kill -9
     with StopSignals() as stop:
         try:
             summary = run(cfg, dists)
         except Interrupted as e:
             from sweep.report import refresh
 
-            refresh(Path(cfg.out_dir))
+            refresh(cfg.out_dir)
             print(f"sweep interrupted ({e}); state saved. Continue it with: python -m sweep.run "
                   f"resume={cfg.out_dir}", file=sys.stderr)
             raise SystemExit(stop.exit_status()) from None
         except KeyboardInterrupt:  # outside a Tune experiment, or a second signal during one
-            resumable = (Path(cfg.out_dir) / "config.yaml").is_file()
+            resumable = storage.exists(storage.join(cfg.out_dir, CONFIG_FILE))
             hint = (f"continue it with: python -m sweep.run resume={cfg.out_dir}" if resumable
                     else "nothing was saved yet; start it again")
             print(f"sweep interrupted; {hint}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,15 +24,17 @@ from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
 )
 
 from plumbing.errors import ConfigError, DataError
 from trainable.config import validate_train
+from trainable.session import METRIC, MODE
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 SEARCHABLE = ("training.", "features.", "augment.")
 RANGE_TYPES = ("loguniform", "uniform", "int")
-METRIC, MODE = "metric", "max"
 SpecDict = dict[str, Any]
 
 
@@ -268,12 +271,26 @@ def _narrow_range(d: FloatDistribution | IntDistribution, lo: float, hi: float, 
 
 
 def describe(dists: Mapping[str, BaseDistribution]) -> dict[str, Any]:
-    """A JSON-able picture of a space (for summary.json and the log)."""
+    """A readable picture of a space, in the spec language of the space files (summary.json, logs)."""
     out = {}
     for k, d in dists.items():
         if isinstance(d, CategoricalDistribution):
             out[k] = list(d.choices)
         else:
             kind = "int" if isinstance(d, IntDistribution) else ("loguniform" if d.log else "uniform")
-            out[k] = {"type": kind, "low": d.low, "high": d.high}
+            out[k] = {"type": kind, "low": d.low, "high": d.high, "step": d.step}
+            if isinstance(d, IntDistribution) and d.log:
+                out[k]["log"] = True
     return out
+
+
+def space_to_json(dists: Mapping[str, BaseDistribution]) -> dict[str, Any]:
+    """The space as Optuna writes distributions: ``space_from_json`` gives back equal distributions
+    (steps, integer log ranges and all), so a resumed stage searches exactly the space it began with."""
+    return {k: json.loads(distribution_to_json(d)) for k, d in dists.items()}
+
+
+def space_from_json(saved: Mapping[str, Any]) -> dict[str, BaseDistribution]:
+    """``space_to_json``'s output back as distributions; a run saved before it (specs) still reads."""
+    return {k: json_to_distribution(json.dumps(v)) if isinstance(v, dict) and "name" in v
+            else _distribution(k, v) for k, v in saved.items()}

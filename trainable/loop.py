@@ -36,7 +36,7 @@ from trainable.config import TrainConfig, check_device, metric_name, validate_tr
 from trainable.evaluation import chosen_thresholds, evaluate
 from trainable.losses import class_alpha
 from trainable.models import TaskModel, build_model
-from trainable.session import LocalSession, RaySession, Session
+from trainable.session import METRIC, LocalSession, RaySession, Session
 from trainable.tensorboard import TBLogger, flat_hparams
 
 EXTRA_KEYS = ("features_ref", "tb_dir")
@@ -383,7 +383,7 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     state.epoch = epoch
     state.best = metric if improved else state.best
     state.bad_epochs = 0 if improved else state.bad_epochs + 1
-    report = {"epoch": epoch + 1, "metric": metric, "best_metric": state.best,
+    report = {"epoch": epoch + 1, METRIC: metric, "best_metric": state.best,
               **{f"val_{k}": v for k, v in result.scalars.items()}, "val_loss": result.loss,
               "lr": run.scheduler.get_last_lr()[0], **train_stats}
     tb.epoch(epoch + 1, report, state.best)
@@ -401,7 +401,7 @@ def save_run_checkpoint(run: Run, path: str, metric: float, thresholds: dict | N
     training_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                       "scaler": run.scaler.state_dict(), "progress": asdict(run.state)}
     meta = {"task": run.cfg.task, "tokenizer": run.fs.meta["tokenizer"], "model": run.source,
-            "epoch": run.state.epoch + 1, "metric_name": metric_name(run.cfg), "metric": metric, **(thresholds or {})}
+            "epoch": run.state.epoch + 1, "metric_name": metric_name(run.cfg), METRIC: metric, **(thresholds or {})}
     save_checkpoint(path, model=run.model, tokenizer=run.tokenizer, config=run.config, meta=meta,
                     training_state=training_state)
 

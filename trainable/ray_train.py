@@ -6,13 +6,13 @@ wrapped in a dict ({"ref": ref}) so Ray hands the reference, not the data, to ea
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ray.train
 import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from plumbing import storage
 from plumbing.errors import UserError
 from trainable.loop import train_loop
 
@@ -28,16 +28,14 @@ def worker_loop(config: dict) -> None:
     try:
         train_loop(config)
     except UserError as e:
-        out = Path(config.get("out_dir") or ".")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / USER_ERROR_FILE).write_text(str(e))
+        storage.write_text(storage.join(config.get("out_dir") or ".", USER_ERROR_FILE), str(e))
 
 
-def raise_user_error(out_dir: str | Path) -> None:
+def raise_user_error(out_dir: str) -> None:
     """After ``fit()``: the user error a worker recorded, as a UserError (nothing when none)."""
-    path = Path(out_dir) / USER_ERROR_FILE
-    if path.is_file():
-        raise UserError(path.read_text())
+    path = storage.join(out_dir, USER_ERROR_FILE)
+    if storage.exists(path):
+        raise UserError(storage.read_text(path))
 
 
 def ddp_backend(num_workers: int, resources_per_worker: dict, *, nccl_available: bool) -> str:

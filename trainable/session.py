@@ -6,13 +6,18 @@ The loop only knows this interface, which is what lets the same code run under a
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Protocol
 
-from plumbing.jsonio import read_json, write_json
+from plumbing import storage
+from plumbing.jsonio import write_json
 
 METRICS_FILE = "metrics.json"
+# The key of every epoch report that ranks checkpoints and trials (the value of training.metric), and its
+# direction: what Tune, ASHA, Optuna and Ray Train's checkpoint scoring all sort by.
+METRIC, MODE = "metric", "max"
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -33,8 +38,11 @@ class Session(Protocol):
 def record_epoch(path: Path, metrics: dict) -> None:
     """Add one epoch's metrics to the run's history file; a re-run epoch (after a resume) replaces its
     earlier entry, so the file holds every epoch once, however many times the run was resumed."""
-    history = [m for m in read_json(path, default=[]) if m.get("epoch") != metrics.get("epoch")]
-    write_json(path, [*history, metrics])  # atomic: a kill mid-write leaves the previous history
+    path = str(path)
+    saved = json.loads(storage.read_text(path)) if storage.exists(path) else []
+    history = [m for m in saved if m.get("epoch") != metrics.get("epoch")]
+    # atomic on a local disk (a kill mid-write leaves the previous history), and one object on a bucket
+    write_json(path, [*history, metrics])
 
 
 class LocalSession:
@@ -83,7 +91,7 @@ class RaySession:
     def __init__(self, out_dir: str | Path | None = None, resume: str | None = None):
         import ray.train
 
-        self.metrics_path = Path(out_dir) / METRICS_FILE if out_dir else None
+        self.metrics_path = storage.join(str(out_dir), METRICS_FILE) if out_dir else None  # path or URI
         self._resume = resume
         self._train = ray.train
         ctx = ray.train.get_context()
@@ -97,7 +105,6 @@ class RaySession:
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         checkpoint = None
         if self.is_main and self.metrics_path is not None:
-            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             record_epoch(self.metrics_path, metrics)
         if checkpoint_dir is not None and self.is_main:
             checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir)

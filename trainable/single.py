@@ -17,7 +17,7 @@ from plumbing.errors import UserError
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.evaluate import absolute, evaluate_checkpoint, load_checkpoint
 from trainable.loop import check_resume_task, train_loop
-from trainable.session import LocalSession
+from trainable.session import METRIC, LocalSession
 
 DESCRIPTION = """
 Train one model (task span | span_crf | pair) on one device and evaluate its best checkpoint on
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(TrainConfig, argv, "trainable.single", DESCRIPTION)
     metrics = run(cfg)
     history = json.loads((Path(cfg.out_dir) / "metrics.json").read_text())
-    best = max(history, key=lambda m: m["metric"])
+    best = max(history, key=lambda m: m[METRIC])
     primary = metric_name(cfg)
     print(f"best epoch {best['epoch']}: val {primary} {best['metric']:.4f}; "
           f"test {primary} {metrics[primary]:.4f}; outputs in {cfg.out_dir}")

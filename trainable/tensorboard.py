@@ -14,6 +14,9 @@ reaches ``close``.
 from __future__ import annotations
 
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+
+from plumbing import storage
 
 HPARAM_METRIC = "hparam/best_metric"
 STOP_REASON = "stop_reason"  # the HParams column; the values are summary.json's stop_reason ones
@@ -77,22 +82,49 @@ def has_hparams(log_dir: str | Path) -> bool:
 
 
 def write_end(log_dir: str | Path, hparam_dict: dict[str, Any], stop_reason: str) -> bool:
-    """Record how a run ended in its own directory, unless it already says; True when written here."""
-    if has_hparams(log_dir):
-        return False
-    with SummaryWriter(str(log_dir), filename_suffix=".end") as writer:
-        for summary in end_summaries(hparam_dict, stop_reason):
-            writer.file_writer.add_summary(summary)
+    """Record how a run ended in its own directory, unless it already says; True when written here.
+    A run on object storage (``s3://...``) is read and extended through a local copy."""
+    with local_copy(str(log_dir)) as local:
+        if has_hparams(local):
+            return False
+        with SummaryWriter(local, filename_suffix=".end") as writer:
+            for summary in end_summaries(hparam_dict, stop_reason):
+                writer.file_writer.add_summary(summary)
     return True
 
 
+@contextmanager
+def local_copy(log_dir: str) -> Iterator[str]:
+    """``log_dir`` itself, or for a URI a local directory holding its files, uploaded back on exit
+    (SummaryWriter and EventAccumulator read and write local files only, without TensorFlow)."""
+    if not storage.is_uri(log_dir):
+        yield log_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="tb-") as tmp:
+        if storage.exists(log_dir):
+            storage.download_dir(log_dir, tmp)
+        yield tmp
+        storage.upload_dir(tmp, log_dir)
+
+
 class TBLogger:
-    """A SummaryWriter with the run's conventions; a no-op when ``log_dir`` is None."""
+    """A SummaryWriter with the run's conventions; a no-op when ``log_dir`` is None.
+
+    A ``log_dir`` on object storage is written in a local directory and uploaded at the end of every
+    epoch and at close (a killed run loses at most the current epoch's step scalars there).
+    """
 
     def __init__(self, log_dir: str | None, hparam_dict: dict[str, Any]):
-        self.writer = SummaryWriter(log_dir) if log_dir else None
+        self.remote = log_dir if log_dir and storage.is_uri(log_dir) else None
+        self._staging = tempfile.TemporaryDirectory(prefix="tb-") if self.remote else None
+        local = self._staging.name if self._staging else log_dir
+        self.writer = SummaryWriter(local) if local else None
         self.hparam_dict = hparam_dict
         self.last_epoch: int | None = None
+
+    def _publish(self) -> None:
+        if self.remote:
+            storage.upload_dir(self._staging.name, self.remote)
 
     def train_step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
@@ -113,6 +145,7 @@ class TBLogger:
         self.writer.add_scalar(HPARAM_METRIC, best, epoch)
         self.writer.flush()
         self.last_epoch = epoch
+        self._publish()
 
     def close(self) -> None:
         """The loop calls this in its ``finally``: an exception on its way out (``sys.exc_info``) means
@@ -125,3 +158,6 @@ class TBLogger:
             for summary in end_summaries(self.hparam_dict, reason):
                 self.writer.file_writer.add_summary(summary)
         self.writer.close()
+        self._publish()
+        if self._staging:
+            self._staging.cleanup()

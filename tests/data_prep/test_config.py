@@ -1,5 +1,7 @@
 """Config parsing and validation: typed overrides, unknown keys, ranges, --help."""
 
+from pathlib import Path
+
 import pytest
 
 from data_prep.config import PrepConfig, split_ratios, validate_prep
@@ -72,7 +74,7 @@ def test_user_error_exits_2_with_message(capsys):
 
 def test_resolved_config_is_saved(tmp_path):
     path = save_config(parse("features.max_length=64", "features.doc_stride=16"), tmp_path)
-    assert "max_length: 64" in path.read_text()
+    assert "max_length: 64" in Path(path).read_text()
 
 
 def test_cross_negative_ratios_and_the_selected_metric():

@@ -26,7 +26,7 @@ import pytest
 from ray_helpers import free_ports
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sweep.summary import DONE_FILE, read_results
+from sweep.trials import DONE_FILE, read_results
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")

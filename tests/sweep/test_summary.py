@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,15 +22,9 @@ from plumbing.cli import parse_config
 from sweep.config import SweepConfig
 from sweep.report import refresh
 from sweep.run import make_scheduler, retrain, run_stage, second_stage
-from sweep.space import to_distributions
-from sweep.summary import (
-    STOPS_FILE,
-    leaderboard,
-    read_error,
-    read_results,
-    stop_reason,
-    trial_augment,
-)
+from sweep.space import space_from_json, to_distributions
+from sweep.summary import leaderboard
+from sweep.trials import STOPS_FILE, read_error, read_results, stop_reason, trial_augment
 
 EPOCHS = 4
 LRS = [1e-3, 1e-5, 3e-3, 1e-2, 2e-5, 5e-4]
@@ -129,11 +122,11 @@ def test_report_command_prints_the_leaderboard(run_dir):
 
 
 def test_stop_reason_rules():
-    hist = [{"epoch": e, "metric": m} for e, m in [(1, 0.5), (2, 0.4), (3, 0.3)]]
+    hist = pd.DataFrame({"epoch": [1, 2, 3], "metric": [0.5, 0.4, 0.3]})
     assert stop_reason("TERMINATED", hist, 3, None, 2, None) == "finished"
     assert stop_reason("TERMINATED", hist, 5, None, 2, None) == "early_stop"
     assert stop_reason("TERMINATED", hist, 5, 3, 2, None) == "asha"
-    assert stop_reason("TERMINATED", hist[:1], 5, None, 2, None) == "unfinished"
+    assert stop_reason("TERMINATED", hist.head(1), 5, None, 2, None) == "unfinished"
     assert stop_reason("ERROR", hist, 5, None, 2, "boom") == "error"
     assert stop_reason("RUNNING", hist, 5, None, 2, None) == "unfinished"
 
@@ -153,8 +146,8 @@ def test_error_message_is_the_exception_line(tmp_path):
         "  File \"x.py\", line 3, in f\n"
         "ray.train.TrainingFailedError: Training failed due to worker errors:\n"
         "ValueError: training.batch_size 64 does not fit in memory\n")
-    assert read_error(tmp_path) == "ValueError: training.batch_size 64 does not fit in memory"
-    assert read_error(Path(tmp_path / "missing")) is None
+    assert read_error(str(tmp_path)) == "ValueError: training.batch_size 64 does not fit in memory"
+    assert read_error(str(tmp_path / "missing")) is None
 
 
 @pytest.mark.slow
@@ -164,12 +157,12 @@ def test_second_stage_narrows_around_the_top_configs_and_retrain_reports_mean_an
                                           "sweep.retrain_seeds=3")
     dists = to_distributions(SPACE, cfg)
     second_stage(cfg, run_dir, dists, trainable, concurrency=1)
-    narrowed = json.loads((run_dir / "stage2_space.json").read_text())["training.lr"]
-    assert 1e-5 < narrowed["low"] < 5e-4 and 1e-3 < narrowed["high"] < 1e-2  # around 1e-3 and 5e-4
+    narrowed = space_from_json(json.loads((run_dir / "stage2_space.json").read_text()))["training.lr"]
+    assert 1e-5 < narrowed.low < 5e-4 and 1e-3 < narrowed.high < 1e-2 and narrowed.log  # around 1e-3 and 5e-4
     summary = refresh(run_dir)
     stage2 = [t for t in summary["trials"] if t["experiment"] == "stage2"]
     assert len(stage2) == 3 and summary["num_trials"] == len(LRS) + 3
-    assert all(narrowed["low"] <= t["params"]["training.lr"] <= narrowed["high"] for t in stage2)
+    assert all(narrowed.low <= t["params"]["training.lr"] <= narrowed.high for t in stage2)
 
     retrain(cfg, run_dir, summary["best"]["params"], trainable, concurrency=1)
     result = refresh(run_dir)["retrain"]

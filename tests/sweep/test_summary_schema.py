@@ -19,8 +19,8 @@ from jsonschema import Draft202012Validator
 
 from plumbing.errors import UserError
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
-from sweep.space import describe, resolve_space, to_distributions
-from sweep.summary import SPACE_FILE, SUMMARY_FILE
+from sweep.space import resolve_space, space_to_json, to_distributions
+from sweep.summary import SPACE_FILE, SUMMARY_FILE, TEST_FILE
 
 EPOCHS = 3
 LRS = [1e-3, 1e-5, 1e-2, 3e-3]
@@ -30,7 +30,7 @@ FAILING_LR = 1e-2
 def new_run_dir(run_dir: Path, *overrides: str):
     """What sweep.run leaves before the first trial: config.yaml and space.json."""
     cfg = sweep_fakes.new_run_dir(run_dir, EPOCHS, *overrides)
-    (run_dir / SPACE_FILE).write_text(json.dumps(describe(to_distributions(resolve_space(cfg), cfg))))
+    (run_dir / SPACE_FILE).write_text(json.dumps(space_to_json(to_distributions(resolve_space(cfg), cfg))))
     return cfg
 
 
@@ -157,12 +157,10 @@ def test_report_on_a_run_dir_before_any_trial_writes_a_valid_summary(tmp_path):
 
 def test_report_refuses_to_write_an_invalid_summary_with_exit_2(tmp_path):
     new_run_dir(tmp_path)
-    space = json.loads((tmp_path / SPACE_FILE).read_text())
-    space["training.lr"]["type"] = "gaussian"  # a hand edit
-    (tmp_path / SPACE_FILE).write_text(json.dumps(space))
+    (tmp_path / TEST_FILE).write_text(json.dumps({"trial_id": 7, "checkpoint": "x"}))  # a hand edit
     proc = report(tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: summary.json of ")
-    assert "space['training.lr'].type: 'gaussian' is not one of ['int', 'uniform', 'loguniform']" in proc.stderr
+    assert "test.trial_id: 7 is not of type 'string'" in proc.stderr
     assert not (tmp_path / SUMMARY_FILE).exists()

@@ -20,7 +20,7 @@ from plumbing.cli import parse_config
 from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, validate_sweep
 from sweep.progress import TrialEvents
-from sweep.summary import STOPS_FILE
+from sweep.trials import STOPS_FILE
 from trainable.tensorboard import TBLogger
 
 PLANNED = 4
@@ -31,7 +31,8 @@ def make_trial(tmp_path: Path, trial_id: str, last_epoch: int | None, best: floa
     path.mkdir(parents=True)
     last = {} if last_epoch is None else {"epoch": last_epoch, "metric": best, "best_metric": best}
     return SimpleNamespace(trial_id=trial_id, config={"training.lr": 1e-3, "training.epochs": PLANNED},
-                           last_result=last, path=str(path), error_file=None)
+                           last_result=last, path=str(path), error_file=None,
+                           storage=SimpleNamespace(experiment_dir_name="search", trial_dir_name=path.name))
 
 
 @pytest.fixture

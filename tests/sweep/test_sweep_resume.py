@@ -22,7 +22,7 @@ from ray.util.state import list_actors
 from ray_helpers import own_ray_address
 
 from sweep.resources import set_ray_env
-from sweep.summary import DONE_FILE, read_results
+from sweep.trials import DONE_FILE, read_results
 
 EPOCHS = 3
 WAIT_S = 420

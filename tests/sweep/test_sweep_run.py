@@ -30,7 +30,7 @@ from plumbing.errors import ConfigError
 from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
 from sweep.run import execute, load_config, prepare_run
 from sweep.space import feature_variants, make_searcher, variant_key
-from sweep.summary import read_results
+from sweep.trials import read_results
 from trainable.checkpoint import STATE_FILE
 
 EPOCHS = 3

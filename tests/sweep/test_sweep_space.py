@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 
 import pytest
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from plumbing.cli import parse_config, save_config
 from plumbing.errors import ConfigError, UserError
@@ -20,6 +21,8 @@ from sweep.space import (
     make_searcher,
     narrow,
     resolve_space,
+    space_from_json,
+    space_to_json,
     to_distributions,
     variant_key,
 )
@@ -221,3 +224,18 @@ def test_paths_reach_the_trials_absolute(tmp_path, monkeypatch):
     cfg, _ = load_config(["task=span", "out_dir=runs/s", "cache_dir=.c", "data.dir=data"])
     assert cfg.out_dir == str(tmp_path / "runs" / "s") and cfg.cache_dir == str(tmp_path / ".c")
     assert cfg.data.dir == str(tmp_path / "data")
+
+
+def test_a_saved_space_reads_back_equal_steps_and_log_ranges_included():
+    dists = {"training.batch_size": IntDistribution(8, 64, step=8),
+             "training.warmup_steps": IntDistribution(1, 512, log=True),
+             "training.dropout": FloatDistribution(0.0, 0.5, step=0.05),
+             "training.lr": FloatDistribution(1e-5, 1e-2, log=True),
+             "features.max_length": CategoricalDistribution([128, 256])}
+    narrowed = narrow(dists, [{"training.batch_size": 16, "training.warmup_steps": 8, "training.dropout": 0.1,
+                               "training.lr": 3e-4, "features.max_length": 256}])
+    for space in (dists, narrowed):
+        assert space_from_json(json.loads(json.dumps(space_to_json(space)))) == space
+    assert narrowed["training.batch_size"].step == 8 and narrowed["training.warmup_steps"].log
+    spec = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}  # a space.json of before
+    assert space_from_json(spec) == {"training.lr": FloatDistribution(1e-5, 1e-2, log=True)}

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, resolve_tracking_uri, validate_tracking
-from sweep.summary import read_results
+from sweep.trials import read_results
 
 pytest.importorskip("mlflow")
 
