@@ -37,7 +37,8 @@ class SweepSection:
     workers_per_trial: int = doc("Ray Train workers (DDP ranks) per trial", 1)
     cpus_per_worker: float = doc("CPUs reserved per worker", 1.0)
     gpus_per_worker: float = doc("GPUs per worker; fractions (0.5, 0.25) let small trials share a GPU", 0.0)
-    max_failures: int = doc("times a raising trial is retried from its last checkpoint before it errors", 2)
+    max_failures: int = doc("times a trial is retried from its last checkpoint before it errors: Ray Train "
+                            "restarts failed workers, and Tune a trial driver lost with its node", 2)
     startup_trials: int | None = doc(
         "random trials before TPE models the results (default: about a third of num_samples, 2..10)", None)
     two_stage: bool | None = doc(

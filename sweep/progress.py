@@ -31,10 +31,15 @@ class TrialEvents(Callback):
                  verbose: int = EVENTS):
         self.base, self.run_dir, self.experiment = base, str(run_dir), experiment
         self.metric_label, self.verbose = metric_label, verbose
+        self.started: set[str] = set()
 
     # ------------------------------------------------------------ Tune's hooks
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if trial.trial_id in self.started:  # Tune restarted a driver lost with its node
+            self.say(trial, "restarted (its driver was lost); it goes on from its last checkpoint")
+            return
+        self.started.add(trial.trial_id)
         params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
         self.say(trial, f"started: {params}" if params else "started")
 

@@ -9,6 +9,8 @@ sweep continues with ``resume=true``: finished trials stay finished.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -193,6 +195,18 @@ def tune_output(verbose: int) -> Iterator[None]:
 # ---------------------------------------------------------------- features
 
 
+@contextmanager
+def quiet_bars(verbose: int) -> Iterator[None]:
+    """Below sweep.verbose=2 the progress bars of building features (tokenizing, writing the tiny
+    model's shards) stay off the console: the sweep says in one line what was prepared. They write to
+    stderr; errors still reach the user as exceptions."""
+    if verbose >= RAY_OUTPUT:
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 @dataclass
 class Shared:
     refs: dict[str, Any]
@@ -211,7 +225,8 @@ def share_features(cfg, variants: list[dict[str, Any]]) -> Shared:
     for variant in variants:
         started = time.perf_counter()
         try:
-            fs = prepare_features(apply_params(cfg, variant), verbose=False)
+            with quiet_bars(cfg.sweep.verbose):
+                fs = prepare_features(apply_params(cfg, variant), verbose=False)
         except ConfigError as e:
             if not e.key.startswith("features.") or not variant:
                 raise

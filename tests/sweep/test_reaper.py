@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.reaper import _psutil, session_processes
+from sweep.trials import read_results
 
 psutil = _psutil()
 REPO = Path(__file__).resolve().parents[2]
@@ -148,6 +150,20 @@ def wait_for(condition, proc: subprocess.Popen, log: Path, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def committed_checkpoint(run_dir: Path) -> bool:
+    """Ray Train has registered a checkpoint of the trial's run: what a resumed trial goes on from (a
+    checkpoint directory alone is not that; a kill before the controller took the report leaves one)."""
+    import ray.train
+
+    for train in run_dir.glob("search/*/train"):
+        try:
+            if ray.train.Result.from_path(str(train)).checkpoint is not None:
+                return True
+        except (RuntimeError, ValueError, OSError):  # not written yet, or caught mid-write
+            continue
+    return False
+
+
 def session_of(driver: subprocess.Popen) -> str | None:
     """The session dir of the local Ray the driver started (its raylet's --session_dir)."""
     for child in psutil.Process(driver.pid).children():
@@ -162,8 +178,7 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
     log = tmp_path / "first.log"
     driver = subprocess.Popen(sweep_cmd(tmp_path), env=local_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: any(p.stat().st_size for p in (tmp_path / "run").glob("search/*/result.json")),
-                 driver, log, "the first trial result")
+        wait_for(lambda: committed_checkpoint(tmp_path / "run"), driver, log, "the first committed checkpoint")
         session = session_of(driver)
         assert session, "the sweep did not start a local Ray of its own"
         processes = tree(driver.pid)  # the local Ray's processes and the watchdog
@@ -197,3 +212,10 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
     assert "resuming" in text
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["num_trials"] == 1 and summary["trials"][0]["stop_reason"] == "finished", summary["trials"]
+    # the trial went on from the checkpoint of the epoch it had reported: that epoch was evaluated once
+    trial = Path(summary["trials"][0]["path"])
+    events = EventAccumulator(str(trial / "tb"), purge_orphaned_data=False)  # both drivers' event files
+    events.Reload()
+    steps = [e.step for e in events.Scalars("val/f1")]
+    assert steps.count(1) == 1 and set(steps) == {1, 2}, steps
+    assert [r["epoch"] for r in read_results(str(trial))] == [1, 2]

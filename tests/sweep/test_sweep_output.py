@@ -116,3 +116,12 @@ def test_verbose_is_0_1_or_2():
     with pytest.raises(ConfigError, match="must be 0, 1 or 2") as err:
         validate_sweep(cfg)
     assert err.value.key == "sweep.verbose"
+
+
+def test_a_trial_started_again_by_tune_says_restarted(events, tmp_path, capsys):
+    trial = make_trial(tmp_path, "r1", None)
+    events.on_trial_start(0, [], trial)
+    events.on_trial_start(0, [], trial)  # Tune's retry of a driver lost with its node
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("search trial r1: started: ")
+    assert lines[1] == "search trial r1: restarted (its driver was lost); it goes on from its last checkpoint"

@@ -1,8 +1,9 @@
-"""Faults: a SIGKILLed sweep driver resumed with resume=true, and a killed training worker retried.
+"""Faults: a killed training worker retried from its checkpoint (a SIGKILLed driver resumed with
+resume=true is in test_reaper, test_cluster_jobs and test_node_loss).
 
-The sweeps run as real ``python -m sweep.run`` subprocesses attached (RAY_ADDRESS) to a local
-Ray cluster that this module starts, so the test can kill the driver or a Train worker process
-and look at the cluster's own record of its actors (Ray's State API).
+The sweep runs as a real ``python -m sweep.run`` subprocess attached (RAY_ADDRESS) to a local Ray
+cluster that this module starts, so the test can kill a Train worker process and look at the
+cluster's own record of its actors (Ray's State API).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ray.util.state import list_actors
 from ray_helpers import own_ray_address
 
 from sweep.resources import set_ray_env
-from sweep.trials import DONE_FILE, read_results
+from sweep.trials import read_results
 
 EPOCHS = 3
 WAIT_S = 420
@@ -81,42 +82,6 @@ def trial_dirs(run_dir: Path) -> list[Path]:
 
 def tb_files(trial: Path) -> set[tuple[str, int]]:
     return {(p.name, p.stat().st_size) for p in (trial / "tb").glob("events.out.tfevents.*")}
-
-
-@pytest.mark.slow
-def test_a_killed_driver_resumes_without_rerunning_finished_trials(cluster, tmp_path):
-    run_dir = tmp_path / "run"
-    cmd = sweep_cmd(tmp_path, "sweep.num_samples=3")
-    log = tmp_path / "first.log"
-    proc = start(cluster, cmd, log)
-
-    def mid_sweep():
-        trials = trial_dirs(run_dir)
-        done = [t for t in trials if (t / DONE_FILE).is_file()]
-        running = [t for t in trials if t not in done and read_results(t)]
-        return (done, running) if done and running else None
-
-    done, running = wait_for(mid_sweep, proc, log, "one trial finished and another reported")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    before = {t.name: tb_files(t) for t in done}
-    epochs_before = {t.name: [r["epoch"] for r in read_results(t)] for t in running}
-
-    log2 = tmp_path / "resume.log"
-    finish(start(cluster, cmd + ["resume=true"], log2), log2)
-
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["num_trials"] == 3 and len({t["trial_id"] for t in summary["trials"]}) == 3
-    assert len(trial_dirs(run_dir)) == 3
-    for t in summary["trials"]:
-        assert t["stop_reason"] == "finished" and t["epochs_run"] == EPOCHS, t
-    for t in done:  # finished before the kill: no training afterwards, so no new TensorBoard events
-        assert tb_files(t) == before[t.name]
-    for t in running:  # continued from its checkpoint: the epochs it had reported were not trained again
-        first_epochs = epochs_before[t.name]
-        lines = [json.loads(x) for x in (t / "result.json").read_text().splitlines() if x.strip()]
-        assert [x["epoch"] for x in lines].count(first_epochs[0]) == 1
-    assert "resuming" in log2.read_text()
 
 
 def train_workers(cluster) -> dict:

@@ -135,7 +135,7 @@ def test_best_checkpoint_and_the_test_split_evaluation_are_kept(swept):
     assert test["checkpoint_epoch"] == meta["epoch"] and "f1" in test
     for t in swept.summary["trials"]:  # one checkpoint kept per trial
         assert len([p for p in (Path(t["path"]) / "train").glob("checkpoint_*") if p.is_dir()]) <= 1
-    for name in ("optimization_history.png", "learning_curves.png", "metric_vs_params.png", "config.yaml"):
+    for name in ("optimization_history.png", "learning_curves.png", "slice.png", "config.yaml"):
         assert (swept.run_dir / name).is_file()
 
 

@@ -112,9 +112,10 @@ def test_span_heads_learn(task, train_config, demo_features, tmp_path):
         assert max(m["metric"] for m in history) > untrained["f1"] + 25
 
 
-# task -> (epochs, the best validation scores it must beat)
+# task -> (epochs, the best validation scores it must beat). Only span_crf runs in the suite: the
+# span head needs 10 epochs (about 3 min of CI) for the same finding (README's tiny-deberta rows:
+# HasAns F1 67 after 10 epochs); add ("span", (10, {"val_HasAns_f1": 50, "val_f1": 65})) to check it.
 RELATIVE_ATTENTION_BARS = {
-    "span": (10, {"val_HasAns_f1": 50, "val_f1": 65}),
     "span_crf": (8, {"metric": 0.5, "val_HasAns_f1": 60, "val_f1": 70}),
 }
 
@@ -123,7 +124,7 @@ RELATIVE_ATTENTION_BARS = {
 @pytest.mark.parametrize("task", list(RELATIVE_ATTENTION_BARS))
 def test_span_heads_learn_evidence_spans_with_relative_attention(task, train_config, tmp_path):
     """With tiny-deberta (relative positions: a token can look at its own sentence without first
-    learning what absolute positions mean) both heads find the evidence sentences of the default
+    learning what absolute positions mean) the heads find the evidence sentences of the default
     400-post demo: HasAns F1 from 0 one epoch in to above 50 (a random model's is near 0), where the
     tiny BERT stays near 15 (README: known limit of the demo). ``span`` needs the loss on every
     answer token (training.inside_weight) for that; from two positions per answer it reaches ~40."""
