@@ -17,10 +17,10 @@ from ray.tune import Callback
 
 from plumbing import storage
 from sweep.config import EVENTS, train_dict
-from sweep.driver import TB_DIR, trial_config, trial_dir_of
+from sweep.driver import trial_config, trial_dir_of
 from sweep.trials import read_error, read_stops
 from trainable.session import METRIC
-from trainable.tensorboard import flat_hparams, write_end
+from trainable.tensorboard import TB_DIR, flat_hparams, write_end
 
 
 class TrialEvents(Callback):

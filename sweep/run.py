@@ -62,7 +62,7 @@ from sweep.space import (
     variant_key,
 )
 from sweep.summary import SPACE_FILE, TEST_FILE, best_checkpoint_of, run_config, search_trials
-from sweep.trials import RETRAIN, STOPS_FILE, best_trial, load_trials, tune_states
+from sweep.trials import RETRAIN, STAGE1, STAGE2, STOPS_FILE, best_trial, load_trials, tune_states
 
 DESCRIPTION = """
 Search hyper-parameters of one task (span | span_crf | pair) with Optuna's seeded TPE and ASHA
@@ -76,7 +76,6 @@ Ctrl-C or SIGTERM stops a sweep with its state saved. One driver per run directo
 exits at once (status 2) naming the first (the lock file out_dir/driver.lock). Prints one line per
 trial event and the final leaderboard (sweep.verbose=0: the leaderboard only; 2: Ray's own output too).
 """
-STAGE1, STAGE2 = "search", "stage2"
 TIMINGS_FILE = "timings.json"
 STAGE2_SPACE_FILE = "stage2_space.json"
 

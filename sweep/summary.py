@@ -25,7 +25,7 @@ from plumbing.errors import DataError, UserError
 from plumbing.jsonio import json_safe, write_json
 from sweep.schema import validate_summary
 from sweep.space import describe, space_from_json
-from sweep.trials import RETRAIN, SEARCH_STAGES, TrialRecord, best_trial, load_trials
+from sweep.trials import RETRAIN, SEARCH_STAGES, TRAIN_RUN_NAME, TrialRecord, best_trial, load_trials
 from trainable.session import METRIC, MODE
 
 SUMMARY_FILE = "summary.json"
@@ -67,7 +67,7 @@ def best_checkpoint_of(record: TrialRecord) -> str | None:
     """The trial's best checkpoint as Ray Train recorded it (one kept per trial)."""
     from ray.train import Result
 
-    train_dir = storage.join(record.path, "train")
+    train_dir = storage.join(record.path, TRAIN_RUN_NAME)
     if not storage.exists(train_dir):
         return None
     quiet = logging.getLogger("ray.train")

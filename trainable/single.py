@@ -17,7 +17,8 @@ from plumbing.errors import UserError
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.evaluate import absolute, evaluate_checkpoint, load_checkpoint
 from trainable.loop import check_resume_task, train_loop
-from trainable.session import METRIC, LocalSession
+from trainable.session import METRIC, METRICS_FILE, LocalSession
+from trainable.tensorboard import TB_DIR
 
 DESCRIPTION = """
 Train one model (task span | span_crf | pair) on one device and evaluate its best checkpoint on
@@ -41,7 +42,7 @@ def run(cfg) -> dict:
     fs = prepare_features(cfg)
     session = LocalSession(out, resume=cfg.resume)
     config = OmegaConf.to_container(cfg, resolve=True)
-    train_loop({**config, "tb_dir": str(out / "tb")}, session=session, progress_bar=True, features=fs)
+    train_loop({**config, "tb_dir": str(out / TB_DIR)}, session=session, progress_bar=True, features=fs)
     if not session.checkpoint_path.is_dir():
         raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
                         "training.epochs already reached by the resumed checkpoint?)")
@@ -70,7 +71,7 @@ def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:
 def main(argv: list[str]) -> None:
     cfg = parse_config(TrainConfig, argv, "trainable.single", DESCRIPTION)
     metrics = run(cfg)
-    history = json.loads((Path(cfg.out_dir) / "metrics.json").read_text())
+    history = json.loads((Path(cfg.out_dir) / METRICS_FILE).read_text())
     best = max(history, key=lambda m: m[METRIC])
     primary = metric_name(cfg)
     print(f"best epoch {best['epoch']}: val {primary} {best['metric']:.4f}; "

@@ -27,6 +27,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from plumbing import storage
 
+TB_DIR = "tb"  # a run's TensorBoard directory, inside its out_dir (a sweep trial's directory)
 HPARAM_METRIC = "hparam/best_metric"
 STOP_REASON = "stop_reason"  # the HParams column; the values are summary.json's stop_reason ones
 STOP_REASONS = ("finished", "early_stop", "asha", "error")
