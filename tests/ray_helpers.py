@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 FIT_TIMEOUT_S = 600
+SWEEP_WAIT_S = 420  # a small sweep subprocess reaching a point of interest
 
 
 def free_ports(n: int) -> list[int]:
@@ -50,3 +54,18 @@ def fit_bounded(trainer, timeout_s: float = FIT_TIMEOUT_S):
     thread.join(timeout_s)
     assert not thread.is_alive(), f"TorchTrainer.fit() did not finish within {timeout_s} s"
     return out["result"]
+
+
+def wait_for(condition, proc, log, what: str, timeout_s: float = SWEEP_WAIT_S):
+    """``condition()``'s first truthy value while the sweep subprocess ``proc`` runs; the test fails
+    with the tail of its ``log`` when it ends first, and kills it after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended ({proc.returncode}) before {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray_helpers import SWEEP_WAIT_S, wait_for
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.reaper import _psutil, session_processes
@@ -27,7 +28,7 @@ from sweep.trials import read_results
 psutil = _psutil()
 REPO = Path(__file__).resolve().parents[2]
 GONE_S = 30  # the bound: every process of the session gone this long after the driver's death
-WAIT_S = 420
+WAIT_S = SWEEP_WAIT_S
 
 FAKE_DRIVER = textwrap.dedent("""
     import subprocess, sys, time
@@ -135,19 +136,6 @@ def local_env() -> dict[str, str]:
     """No RAY_ADDRESS: the sweep starts a Ray of its own, as on a laptop."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return {**env, "HF_HUB_OFFLINE": "1"}
-
-
-def wait_for(condition, proc: subprocess.Popen, log: Path, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"the sweep ended ({proc.returncode}) before {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def committed_checkpoint(run_dir: Path) -> bool:

@@ -13,20 +13,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-from ray_helpers import own_ray_address
+from ray_helpers import SWEEP_WAIT_S, own_ray_address, wait_for
 
 from sweep.resources import set_ray_env
 from sweep.trials import read_results
 
 EPOCHS = 3
-WAIT_S = 420
+WAIT_S = SWEEP_WAIT_S
 
 
 def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
@@ -61,19 +60,6 @@ def finish(proc: subprocess.Popen, log: Path) -> None:
         proc.kill()
         raise
     assert code == 0, log.read_text()[-4000:]
-
-
-def wait_for(condition, proc: subprocess.Popen, log: Path, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"the sweep ended ({proc.returncode}) before {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def trial_dirs(run_dir: Path) -> list[Path]:
