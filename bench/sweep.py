@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -83,11 +84,12 @@ def figures(name: str, out: Path, started: float, wall: float) -> dict:
 # ---------------------------------------------------------------- --job: a sweep submitted to a local head
 
 
-def client_env() -> dict[str, str]:
-    """A shell that talks to a token-authenticated head (token from ~/.ray/auth_token)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+def client_env(temp: str) -> dict[str, str]:
+    """A shell that talks to the token-authenticated head: its token is a file of its own in the head's
+    temp dir (``ray start --head`` with token auth needs one; ~/.ray/auth_token is left alone)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(Path(temp) / "auth_token"),
+            "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def free_ports(n: int) -> list[int]:
@@ -102,13 +104,14 @@ def free_ports(n: int) -> list[int]:
 
 def start_head(temp: str, log: Path) -> tuple[subprocess.Popen, str, float]:
     """``ray start --head --block`` in a session of its own; (process, dashboard URL, start-up s)."""
+    (Path(temp) / "auth_token").write_text(secrets.token_hex(32))  # as `ray get-auth-token --generate` makes
     gcs, dashboard, client, agent = free_ports(4)
     started = time.time()
     proc = subprocess.Popen(
         [RAY, "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
          f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--num-cpus=2",
          f"--temp-dir={temp}", "--block"],
-        env=client_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        env=client_env(temp), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
     while True:
         try:
@@ -131,7 +134,7 @@ def stop_head(proc: subprocess.Popen, temp: str) -> None:
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def run_job(url: str, out: Path, overrides: list[str]) -> dict:
+def run_job(url: str, temp: str, out: Path, overrides: list[str]) -> dict:
     """``ray job submit --working-dir . -- python -m sweep.run ...`` (README), waiting for its end."""
     cmd = [RAY, "job", "submit", "--address", url, "--working-dir", ".", "--", "python", "-m", "sweep.run",
            f"out_dir={out}", "sweep.scheduler=asha", "sweep.verbose=0", *overrides]
@@ -139,7 +142,7 @@ def run_job(url: str, out: Path, overrides: list[str]) -> dict:
     log = out.parent / "job.log"
     started = time.time()
     with log.open("w") as f:
-        subprocess.run(cmd, env=client_env(), cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=JOB_S)
+        subprocess.run(cmd, env=client_env(temp), cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=JOB_S)
     wall = time.time() - started
     if not (out / "summary.json").is_file():
         raise SystemExit(f"the job's sweep did not finish; see {log}")
@@ -153,7 +156,7 @@ def job_main(out_root: Path, overrides: list[str]) -> None:
     temp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # short: Ray's unix socket paths are length-limited
     proc, url, head_s = start_head(temp, out_root / "head.log")
     try:
-        job = run_job(url, (out_root / "job").resolve(), overrides)
+        job = run_job(url, temp, (out_root / "job").resolve(), overrides)
     finally:
         stop_head(proc, temp)
     print(f"{'how':<20} {'to driver s':>11} {'1st result s':>12} {'wall s':>7} {'trials':>6} {'epochs':>6}")

@@ -1,18 +1,32 @@
-"""What the Ray test modules share: a cluster address of their own, and a bounded ``fit()``."""
+"""What the Ray test modules share: a cluster address of their own, a head started as a cluster node
+starts one, and bounded waits."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 FIT_TIMEOUT_S = 600
 SWEEP_WAIT_S = 420  # a small sweep subprocess reaching a point of interest
+HEAD_START_S = 120
+RAY = str(Path(sys.executable).parent / "ray")
+TOKEN_FILE = "auth_token"
 
 
 def free_ports(n: int) -> list[int]:
@@ -69,3 +83,54 @@ def wait_for(condition, proc, log, what: str, timeout_s: float = SWEEP_WAIT_S):
         time.sleep(0.5)
     proc.kill()
     pytest.fail(f"timed out waiting for {what}")
+
+
+def client_env(temp: str) -> dict[str, str]:
+    """What a user's shell needs to talk to a token-authenticated head (see RAY-NOTES): the head's
+    token, here a file of its own in the head's temp dir (``ray start --head`` with token auth needs
+    one to exist; the user's ~/.ray/auth_token is neither read nor written)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(Path(temp) / TOKEN_FILE),
+            "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
+@dataclass
+class Head:
+    url: str  # the dashboard (Jobs API)
+    gcs: str  # host:port, what RAY_ADDRESS names
+    env: dict[str, str]  # a client shell's environment for this head
+
+
+@contextmanager
+def local_head(*, num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[Head]:
+    """``ray start --head --block`` as a cluster node starts it: its own ports, temp dir and token, in a
+    session of its own that is SIGKILLed by process group at the end (exactly its processes, never a
+    broad ``ray stop``)."""
+    temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's unix socket paths are length-limited
+    (Path(temp) / TOKEN_FILE).write_text(secrets.token_hex(32))  # what `ray get-auth-token --generate` makes
+    gcs, dashboard, client, agent = free_ports(4)
+    log = Path(temp) / "head.log"
+    proc = subprocess.Popen(
+        [RAY, "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", f"--num-cpus={num_cpus}",
+         f"--temp-dir={temp}", "--block"],
+        env={**client_env(temp), **(env or {})}, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + HEAD_START_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=5)
+                break
+            except urllib.error.HTTPError:  # it answers (401 without the token): up
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the head did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(1)
+        yield Head(url, f"127.0.0.1:{gcs}", client_env(temp))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the head and every process it started (same session)
+        proc.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)

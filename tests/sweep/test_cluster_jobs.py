@@ -10,91 +10,51 @@ processes, never a broad ``ray stop``. Every wait is bounded.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_helpers import free_ports
+from ray_helpers import RAY, Head, local_head
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.trials import DONE_FILE, read_results
 
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
-HEAD_START_S = 120
 JOB_S = 420  # a whole demo sweep as a job on a loaded 2-core machine
 STOP_WAIT_S = "60"  # the head lets a stopped job's driver save its state this long before SIGKILL (default 3)
 EPOCHS = 3
 
 
-def client_env() -> dict[str, str]:
-    """What a user's shell needs to talk to a token-authenticated head (see RAY-NOTES)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
-
-
 @pytest.fixture(scope="module")
-def head():
-    temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    gcs, dashboard, client, agent = free_ports(4)
-    env = {**client_env(), "RAY_JOB_STOP_WAIT_TIME_S": STOP_WAIT_S}
-    log = Path(temp) / "head.log"
-    proc = subprocess.Popen(
-        [RAY, "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--num-cpus=2",
-         f"--temp-dir={temp}", "--block"],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + HEAD_START_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=5)
-                break
-            except urllib.error.HTTPError:  # it answers (401 without the token): up
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the head did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the head and every process it started (same session)
-        proc.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
+def head() -> Iterator[Head]:
+    with local_head(env={"RAY_JOB_STOP_WAIT_TIME_S": STOP_WAIT_S}) as h:
+        yield h
 
 
-def ray_job(url: str, command: str, *args: str, timeout: float = 120) -> str:
-    out = subprocess.run([RAY, "job", command, "--address", url, *args], env=client_env(), cwd=REPO,
+def ray_job(head: Head, command: str, *args: str, timeout: float = 120) -> str:
+    out = subprocess.run([RAY, "job", command, "--address", head.url, *args], env=head.env, cwd=REPO,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
 
 
-def submit(url: str, *sweep_args: str) -> str:
+def submit(head: Head, *sweep_args: str) -> str:
     """``ray job submit --working-dir . --no-wait -- python -m sweep.run ...`` (README); the job id."""
-    text = ray_job(url, "submit", "--working-dir", ".", "--no-wait", "--", "python", "-m", "sweep.run", *sweep_args)
+    text = ray_job(head, "submit", "--working-dir", ".", "--no-wait", "--", "python", "-m", "sweep.run", *sweep_args)
     return re.search(r"raysubmit_\w+", text).group(0)
 
 
-def status(url: str, job: str) -> str:
-    text = ray_job(url, "status", job)
+def status(head: Head, job: str) -> str:
+    text = ray_job(head, "status", job)
     found = re.search(r"\b(PENDING|RUNNING|STOPPED|SUCCEEDED|FAILED)\b", text, re.IGNORECASE)
     assert found, text
     return found.group(1).upper()
 
 
-def wait_for(condition, url: str, job: str, what: str, timeout: float = JOB_S):
+def wait_for(condition, head: Head, job: str, what: str, timeout: float = JOB_S):
     deadline = time.monotonic() + timeout
     polls = 0
     while time.monotonic() < deadline:
@@ -102,18 +62,18 @@ def wait_for(condition, url: str, job: str, what: str, timeout: float = JOB_S):
         if value:
             return value
         polls += 1
-        if polls % 20 == 0 and status(url, job) in ("FAILED", "STOPPED", "SUCCEEDED"):
-            pytest.fail(f"job {job} ended before {what}:\n{ray_job(url, 'logs', job)[-4000:]}")
+        if polls % 20 == 0 and status(head, job) in ("FAILED", "STOPPED", "SUCCEEDED"):
+            pytest.fail(f"job {job} ended before {what}:\n{ray_job(head, 'logs', job)[-4000:]}")
         time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}:\n{ray_job(url, 'logs', job)[-4000:]}")
+    pytest.fail(f"timed out waiting for {what}:\n{ray_job(head, 'logs', job)[-4000:]}")
 
 
-def wait_status(url: str, job: str, wanted: str) -> None:
+def wait_status(head: Head, job: str, wanted: str) -> None:
     deadline = time.monotonic() + JOB_S
-    while (state := status(url, job)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+    while (state := status(head, job)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
         assert time.monotonic() < deadline, f"job {job} still {state} after {JOB_S} s"
         time.sleep(2)
-    assert state == wanted, ray_job(url, "logs", job)[-4000:]
+    assert state == wanted, ray_job(head, "logs", job)[-4000:]
 
 
 def trial_dirs(run_dir: Path) -> list[Path]:
