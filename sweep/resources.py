@@ -87,7 +87,7 @@ def connect() -> str:
     address = os.environ.get("RAY_ADDRESS", "").strip() or None
     if not ray.is_initialized():
         if address in (None, "local"):
-            ray.init(address=address, logging_level="WARNING")
+            ray.init(address=address, logging_level="WARNING", dashboard_port=pin_state_api())
         else:
             endpoint = ray_endpoint(address)
             if endpoint:
@@ -98,6 +98,23 @@ def connect() -> str:
                 except ConnectionError as e:
                     raise UserError(unreachable(address, str(e).splitlines()[0])) from None
     return address or "local"
+
+
+def pin_state_api() -> int:
+    """A free port for a local Ray's dashboard, named in RAY_API_SERVER_ADDRESS for every process the
+    Ray starts (they inherit this environment).
+
+    Ray code in workers that asks the State API without an address (Ray Train's placement-group
+    cleaner, which frees the placement group of a trial ASHA stopped) looks for "the" Ray on the
+    machine; with a second one running (another sweep, a notebook's ray.init) it fails with "Found
+    multiple active Ray instances", the stopped trial's placement group is never freed and the next
+    trial waits for it forever. Named, it asks this sweep's own Ray.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return port
 
 
 def ray_endpoint(address: str) -> tuple[str, int] | None:
