@@ -141,3 +141,17 @@ def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def required(cfg: DictConfig, key: str, example: str) -> str:
+    """A mandatory string key of a command's config, or a UserError showing how to pass it."""
+    if OmegaConf.is_missing(cfg, key) or not str(cfg[key]).strip():
+        raise ConfigError(key, f"required; e.g. {example}")
+    return str(cfg[key])
+
+
+def absolute(path: str) -> str:
+    """A path from the command line, absolute against the command's working directory: the configs
+    it is saved in are read later from other directories."""
+    return str(Path(path).expanduser().resolve())
+

@@ -26,11 +26,10 @@ from plumbing.jsonio import json_safe, write_json
 from sweep.schema import validate_summary
 from sweep.space import describe, space_from_json
 from sweep.trials import RETRAIN, SEARCH_STAGES, TRAIN_RUN_NAME, TrialRecord, best_trial, load_trials
-from trainable.session import METRIC, MODE
+from trainable.session import METRIC, MODE, TEST_METRICS
 
 SUMMARY_FILE = "summary.json"
 TRIALS_FILE = "trials.parquet"
-TEST_FILE = "test_metrics.json"
 BEST_CHECKPOINT = "best_checkpoint"
 SPACE_FILE = "space.json"
 
@@ -125,7 +124,7 @@ def build_summary(run_dir: str, records: list[TrialRecord], cfg: Any) -> dict[st
 
     best = best_trial(records)
     best_dir = storage.join(run_dir, BEST_CHECKPOINT)
-    test_path = storage.join(run_dir, TEST_FILE)
+    test_path = storage.join(run_dir, TEST_METRICS)
     counts = pd.Series([r.stop_reason for r in records], dtype=object).value_counts()
     summary = {
         "run_dir": run_dir, "task": cfg.task, "metric": METRIC, "mode": MODE, "primary_metric": metric_name(cfg),

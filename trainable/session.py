@@ -15,6 +15,7 @@ from plumbing import storage
 from plumbing.jsonio import write_json
 
 METRICS_FILE = "metrics.json"
+TEST_METRICS = "test_metrics.json"  # the best checkpoint on the test split, after training
 # The key of every epoch report that ranks checkpoints and trials (the value of training.metric), and its
 # direction: what Tune, ASHA, Optuna and Ray Train's checkpoint scoring all sort by.
 METRIC, MODE = "metric", "max"

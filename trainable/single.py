@@ -12,10 +12,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from data_prep.pipeline import prepare_features
-from plumbing.cli import parse_config, run_cli, save_config
+from plumbing.cli import absolute, parse_config, run_cli, save_config
 from plumbing.errors import UserError
 from trainable.config import TrainConfig, metric_name, validate_train
-from trainable.evaluate import absolute, evaluate_checkpoint, load_checkpoint
+from trainable.inference import test_best
 from trainable.loop import check_resume_task, train_loop
 from trainable.session import METRIC, METRICS_FILE, LocalSession
 from trainable.tensorboard import TB_DIR
@@ -28,7 +28,6 @@ training.epochs=10 features.max_length=128 features.doc_stride=32). Real data: d
 data.dir=DIR model.name=SpanBERT/spanbert-base-cased training.lr=3e-5. Resume an interrupted run with
 resume=OUT_DIR/checkpoint.
 """
-TEST_METRICS = "test_metrics.json"
 
 
 def run(cfg) -> dict:
@@ -57,15 +56,6 @@ def absolute_paths(cfg) -> None:
         cfg.data.dir = absolute(cfg.data.dir)
     if cfg.resume:
         cfg.resume = absolute(cfg.resume)
-
-
-def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:
-    """The best checkpoint on the test split, loaded and scored as ``trainable.evaluate`` does."""
-    ckpt = load_checkpoint(checkpoint, device=cfg.training.device)
-    result = evaluate_checkpoint(ckpt, fs, "test")
-    metrics = {"checkpoint_epoch": ckpt.meta["epoch"], "loss": result.loss, **result.metrics}
-    (out / TEST_METRICS).write_text(json.dumps(metrics, indent=1))
-    return metrics
 
 
 def main(argv: list[str]) -> None:

@@ -21,8 +21,8 @@ from sweep_fakes import fake_trainable, new_run_dir
 from plumbing.cli import parse_config
 from sweep.config import SweepConfig
 from sweep.report import refresh
-from sweep.run import make_scheduler, retrain, run_stage, second_stage
 from sweep.space import space_from_json, to_distributions
+from sweep.stages import make_scheduler, retrain, run_stage, second_stage
 from sweep.summary import leaderboard
 from sweep.trials import STOPS_FILE, read_error, read_results, stop_reason, trial_augment
 

@@ -20,7 +20,8 @@ from jsonschema import Draft202012Validator
 from plumbing.errors import UserError
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
 from sweep.space import resolve_space, space_to_json, to_distributions
-from sweep.summary import SPACE_FILE, SUMMARY_FILE, TEST_FILE
+from sweep.summary import SPACE_FILE, SUMMARY_FILE
+from trainable.session import TEST_METRICS
 
 EPOCHS = 3
 LRS = [1e-3, 1e-5, 1e-2, 3e-3]
@@ -40,7 +41,7 @@ def run_dir(tmp_path_factory):
     from ray import tune
 
     from sweep.report import refresh
-    from sweep.run import make_scheduler, retrain, run_stage
+    from sweep.stages import make_scheduler, retrain, run_stage
 
     ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
     ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never someone else's running cluster
@@ -157,7 +158,7 @@ def test_report_on_a_run_dir_before_any_trial_writes_a_valid_summary(tmp_path):
 
 def test_report_refuses_to_write_an_invalid_summary_with_exit_2(tmp_path):
     new_run_dir(tmp_path)
-    (tmp_path / TEST_FILE).write_text(json.dumps({"trial_id": 7, "checkpoint": "x"}))  # a hand edit
+    (tmp_path / TEST_METRICS).write_text(json.dumps({"trial_id": 7, "checkpoint": "x"}))  # a hand edit
     proc = report(tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

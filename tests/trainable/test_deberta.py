@@ -33,6 +33,7 @@ from trainable.batching import Collator, columns_from_table
 from trainable.config import TrainConfig
 from trainable.evaluation import evaluate as evaluate_split
 from trainable.models import build_model
+from trainable.session import TEST_METRICS
 
 TEXTS = [f"{s} {v} {t} Entry {i}." for i, (s, v, t) in enumerate(
     (s, v, t) for s in ("I", "My sister", "He") for v in ("can't sleep", "feel tired", "hate myself")
@@ -200,7 +201,7 @@ def _train_and_reevaluate(out: Path, args: list[str], split: str = "test") -> tu
     evaluate.main([f"checkpoint={out / 'checkpoint'}", f"split={split}", f"out_dir={out / 'eval'}"])
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     if split == "test":  # the reloaded checkpoint scores what single scored right after training
-        expected = json.loads((out / single.TEST_METRICS).read_text())
+        expected = json.loads((out / TEST_METRICS).read_text())
         assert set(metrics) - NOT_COMPARED == set(expected)
         assert {k: v for k, v in metrics.items() if isinstance(v, float)} == pytest.approx(
             {k: v for k, v in expected.items() if isinstance(v, float)}, nan_ok=True)

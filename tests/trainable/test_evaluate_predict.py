@@ -28,6 +28,7 @@ from plumbing.cli import parse_config, run_cli
 from trainable import evaluate, predict, single
 from trainable.checkpoint import read_meta
 from trainable.config import TrainConfig
+from trainable.session import TEST_METRICS
 
 RUN = ["data.demo_posts=60", "features.max_length=96", "features.doc_stride=32", "training.epochs=1"]
 SPAN_TASKS = [pytest.param("span", marks=pytest.mark.slow), pytest.param("span_crf", marks=pytest.mark.slow)]
@@ -119,7 +120,7 @@ def _user_error(main, argv, capsys) -> str:
 def test_evaluate_test_split_equals_single_test_metrics(task, trained, tmp_path):
     run_dir = trained(task)
     metrics, predictions = _evaluate(run_dir, "test", tmp_path)
-    expected = json.loads((run_dir / single.TEST_METRICS).read_text())
+    expected = json.loads((run_dir / TEST_METRICS).read_text())
     assert set(metrics) - NOT_COMPARED == set(expected)
     _assert_same(metrics, expected)
     assert metrics["split"] == "test" and metrics["task"] == task
@@ -160,7 +161,7 @@ def test_a_trained_pair_model_ranks_the_own_criterion_first_on_held_out_posts(ca
     single.run(parse_config(TrainConfig, ["task=pair", f"cache_dir={cache}", f"out_dir={tmp_path}",
                                           "data.demo_posts=400", "features.max_length=128", "training.epochs=6",
                                           "training.patience=0"], "trainable.single", ""))
-    test = json.loads((tmp_path / single.TEST_METRICS).read_text())
+    test = json.loads((tmp_path / TEST_METRICS).read_text())
     assert test["own_n"] > 90 and test["own_skipped"] == 0
     assert test["own_top1"] >= 0.4 and test["own_mrr"] >= 0.55, test
     matrix = test["symptom_confusion"]["matrix"]

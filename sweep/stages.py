@@ -1,0 +1,224 @@
+"""The stages of a sweep, each one Tune experiment under the run directory: the search (Optuna TPE
++ ASHA), the narrowed second stage, the multi-seed retrain of the best config, and the one test
+evaluation of the best checkpoint. An experiment that exists already is continued (``Tuner.restore``),
+so a resumed sweep re-enters each stage where it stopped and finished trials stay finished."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from plumbing import storage
+from plumbing.jsonio import write_json
+from sweep.config import RAY_OUTPUT, retrain_seed_count, startup_trials, train_dict
+from sweep.driver import DRIVER_RESOURCES, driver, trial_config
+from sweep.output import info, tune_output
+from sweep.resources import TrialResources
+from sweep.sharing import Shared
+from sweep.space import (
+    METRIC,
+    MODE,
+    describe,
+    make_searcher,
+    max_epochs,
+    narrow,
+    space_from_json,
+    space_to_json,
+    variant_key,
+)
+from sweep.summary import best_checkpoint_of, search_trials
+from sweep.trials import RETRAIN, STAGE1, STAGE2, STOPS_FILE, best_trial, load_trials, tune_states
+from trainable.session import TEST_METRICS
+
+TIMINGS_FILE = "timings.json"
+
+
+STAGE2_SPACE_FILE = "stage2_space.json"
+
+
+def _recording_asha():
+    """ASHA that appends each of its stop decisions to the run dir, so summaries can say "asha"."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def __init__(self, log_path: str, experiment: str, **kwargs):
+            super().__init__(**kwargs)
+            self.log_path, self.experiment = log_path, experiment
+
+        def on_trial_result(self, tune_controller, trial, result):
+            action = super().on_trial_result(tune_controller, trial, result)
+            if action == TrialScheduler.STOP:
+                entry = {"experiment": self.experiment, "trial_id": trial.trial_id,
+                         "epoch": result.get("epoch")}
+                before = storage.read_text(self.log_path) if storage.exists(self.log_path) else ""
+                storage.write_text(self.log_path, before + json.dumps(entry) + "\n")  # an object store appends so
+            return action
+
+    return RecordingASHA
+
+
+def make_scheduler(cfg, run_dir: str, experiment: str, max_t: int):
+    from ray.tune.schedulers import FIFOScheduler
+
+    if cfg.sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    return _recording_asha()(storage.join(run_dir, STOPS_FILE), experiment, time_attr="epoch", metric=METRIC,
+                             mode=MODE, max_t=max_t, grace_period=cfg.sweep.grace_period,
+                             reduction_factor=cfg.sweep.reduction_factor)
+
+
+def _first_result_callback(run_dir: str):
+    from ray.tune import Callback
+
+    class FirstResult(Callback):
+        """Records when the first trial result arrived (for the benchmark and the log)."""
+
+        seen = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not self.seen:
+                self.seen = True
+                update_timings(run_dir, first_result_at=time.time(), keep=True)
+
+    return FirstResult()
+
+
+def update_timings(run_dir: str, keep: bool = False, **values: float) -> None:
+    path = storage.join(run_dir, TIMINGS_FILE)
+    timings = json.loads(storage.read_text(path)) if storage.exists(path) else {}
+    for k, v in values.items():
+        if not (keep and k in timings):
+            timings[k] = v
+    write_json(path, timings)
+
+
+def trainable_for(cfg, shared: Shared):
+    from ray import tune
+
+    req = TrialResources.from_config(cfg)
+    setup = {"base": OmegaConf.to_container(cfg, resolve=True), "refs": shared.refs,
+             "resources": {"workers": req.workers, "gpus_per_worker": req.gpus_per_worker,
+                           "per_worker": req.per_worker()}}
+    return tune.with_resources(tune.with_parameters(driver, setup=setup), DRIVER_RESOURCES)
+
+
+def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_samples: int = 1,
+              searcher=None, scheduler=None, param_space: dict | None = None) -> None:
+    """One Tune experiment under run_dir/name; continues it when it already exists."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from sweep import tracking
+    from sweep.progress import TrialEvents
+    from trainable.config import metric_name
+
+    exp = storage.join(run_dir, name)
+    exp_path, fs = storage.for_ray(exp)
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=fs):  # its callbacks and verbosity come back
+        print(f"sweep: resuming {exp}", flush=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
+                                   param_space=param_space, storage_filesystem=fs)
+    else:
+        events = TrialEvents(OmegaConf.to_container(cfg, resolve=True), run_dir, name, metric_name(cfg),
+                             verbose=cfg.sweep.verbose)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space or {},
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=concurrency,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(name=name, storage_path=storage.for_ray(run_dir)[0], storage_filesystem=fs,
+                                      verbose=1 if cfg.sweep.verbose >= RAY_OUTPUT else 0,
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), events,
+                                                 _first_result_callback(run_dir),
+                                                 *tracking.callbacks(cfg, run_dir, name)],
+                                      failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)))
+    with tune_output(cfg.sweep.verbose):
+        tuner.fit()
+    states = tune_states(str(exp))
+    unfinished = [t for t, s in states.items() if s not in ("TERMINATED", "ERROR")]
+    if unfinished or len(states) < num_samples:
+        raise Interrupted(f"{name}: {len(unfinished)} trial(s) unfinished, {len(states)}/{num_samples} "
+                          "started")
+
+
+def trial_dirname(trial) -> str:
+    """Short names that sort in creation order, numbered from 0 as Optuna numbers its trials (the
+    params are in params.json and summary.json)."""
+    index = str(getattr(trial, "experiment_tag", "") or "").split("_")[0]
+    return f"trial_{int(index) - 1 if index.isdigit() else 0:04d}_{trial.trial_id}"
+
+
+class Interrupted(Exception):
+    """The sweep stopped before its trials did (Ctrl-C, SIGTERM); resume it."""
+
+
+def search(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
+    run_stage(cfg, run_dir, STAGE1, trainable, concurrency=concurrency, num_samples=cfg.sweep.num_samples,
+              searcher=make_searcher(dists, cfg.seed, startup_trials(cfg)),
+              scheduler=make_scheduler(cfg, run_dir, STAGE1, max_epochs(cfg, dists)))
+
+
+def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
+    """Narrow the space around stage 1's top-k configs and search it again (seed + 1)."""
+    path = storage.join(run_dir, STAGE2_SPACE_FILE)
+    if storage.exists(path):  # resumed: the narrowed space was fixed when stage 2 began
+        narrowed = space_from_json(json.loads(storage.read_text(path)))
+    else:
+        records = [r for r in load_trials(str(run_dir), STAGE1, cfg) if r.best_metric is not None]
+        top = sorted(records, key=lambda r: -r.best_metric)[: cfg.sweep.top_k]
+        narrowed = narrow(dists, [r.params for r in top])
+        write_json(path, space_to_json(narrowed))
+    info(cfg, f"sweep: stage 2 space {describe(narrowed)}")
+    n = cfg.sweep.stage2_samples
+    run_stage(cfg, run_dir, STAGE2, trainable, concurrency=min(concurrency, n), num_samples=n,
+              searcher=make_searcher(narrowed, cfg.seed + 1, min(startup_trials(cfg), n)),
+              scheduler=make_scheduler(cfg, run_dir, STAGE2, max_epochs(cfg, narrowed)))
+
+
+def retrain(cfg, run_dir: str, params: dict[str, Any], trainable, concurrency: int) -> None:
+    """The best config again with fresh seeds, every run to the end (FIFO)."""
+    from ray import tune
+
+    seeds = [cfg.seed + i for i in range(1, retrain_seed_count(cfg) + 1)]
+    space = {**{k: v for k, v in params.items() if k != "seed"}, "seed": tune.grid_search(seeds)}
+    run_stage(cfg, run_dir, RETRAIN, trainable, concurrency=min(concurrency, len(seeds)),
+              num_samples=1, param_space=space)
+
+
+def final_test(cfg, run_dir: str, shared: Shared) -> dict[str, Any] | None:
+    """The best checkpoint on the test split, once, in a task with a trial's worker resources."""
+    import ray
+
+    path = storage.join(run_dir, TEST_METRICS)
+    if storage.exists(path):
+        return json.loads(storage.read_text(path))
+    best = best_trial(search_trials(str(run_dir), cfg))
+    checkpoint = best_checkpoint_of(best) if best else None
+    if checkpoint is None:
+        info(cfg, "sweep: no checkpoint to test (no trial finished an epoch)")
+        return None
+    config = train_dict(trial_config(OmegaConf.to_container(cfg, resolve=True), best.params))
+    req = TrialResources.from_config(cfg)
+    task = ray.remote(_test_task).options(num_cpus=req.cpus_per_worker, num_gpus=req.gpus_per_worker)
+    metrics = ray.get(task.remote(config, shared.refs[variant_key(best.params)], str(checkpoint)))
+    metrics = {"trial_id": best.trial_id, "checkpoint": str(checkpoint), **metrics}
+    write_json(path, metrics)
+    return metrics
+
+
+def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
+    from trainable.config import TrainConfig
+    from trainable.inference import test_best
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), config)
+    with tempfile.TemporaryDirectory(prefix="sweep-test-") as tmp:
+        local = Path(tmp) / "checkpoint"
+        if storage.is_uri(checkpoint):  # on a bucket: the model is read from local files
+            storage.download_dir(checkpoint, local)
+        return test_best(cfg, fs, local if storage.is_uri(checkpoint) else Path(checkpoint), Path(tmp))
+
