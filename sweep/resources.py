@@ -77,7 +77,9 @@ def set_ray_env() -> None:
 
 
 def connect() -> str:
-    """Join the cluster named by RAY_ADDRESS, else start a local Ray (dashboard on).
+    """Join the cluster named by RAY_ADDRESS, else start a local Ray (dashboard on), also when a cluster
+    started with ``ray start`` runs on this machine (``ray.init()`` would join that one; RAY_ADDRESS=auto
+    asks for it).
 
     A RAY_ADDRESS where no Ray answers is a UserError within about a minute, never a hang.
     """
@@ -86,8 +88,8 @@ def connect() -> str:
     set_ray_env()
     address = os.environ.get("RAY_ADDRESS", "").strip() or None
     if not ray.is_initialized():
-        if address in (None, "local"):
-            ray.init(address=address, logging_level="WARNING", dashboard_port=pin_state_api())
+        if address in (None, "local"):  # "local": Ray itself would join a `ray start` cluster found here
+            ray.init(address="local", logging_level="WARNING", dashboard_port=pin_state_api())
         else:
             endpoint = ray_endpoint(address)
             if endpoint:

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _one_ray_token() -> None:
+    """One Ray token file for the session: every local Ray it starts (in test processes, parallel
+    workers, sweep subprocesses) reads it. On a fresh machine the first ``ray.init`` writes
+    ~/.ray/auth_token; two starting at once would each write their own and lock the other one out."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return  # given by the caller, or by the session that started this worker
+    path = Path(tempfile.mkdtemp(prefix="ray-token-")) / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+
+
+_one_ray_token()
 # The loop's small tensors gain nothing from intra-op threads, and on a loaded 2-core machine
 # OpenMP's thread hand-off makes each tiny op cost milliseconds (seen: a CRF decode 400x slower).
 torch.set_num_threads(1)
@@ -56,6 +73,36 @@ def demo_features(train_config, tmp_path_factory):
     return get
 
 
+# ---------------------------------------------------------------- parallel workers
+# The suite runs on two pytest-xdist workers (pyproject: -n 2), whole modules at a time so module
+# fixtures are built once. The modules that start Ray (local clusters, heads, sweeps) form one unit:
+# they run one after another in one worker, never two Rays of the suite at once, while the other
+# worker takes the CPU-bound modules. They are collected first so that the long unit starts first.
+RAY_MODULES = ("tests/sweep/", "tests/trainable/test_ray_train.py", "tests/trainable/test_gpu.py")
+
+
+def _unit(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "ray" if module.startswith(RAY_MODULES) else module
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _unit(item.nodeid) != "ray")  # stable: the order within a unit is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndRay(LoadScopeScheduling):
+        """xdist's scope scheduling (each unit to one worker) with the Ray modules as one unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ModulesAndRay(config, log)
+
+
 # ---------------------------------------------------------------- process exit
 # Several modules start and stop a local Ray in this one process. Ray's C++ core worker threads
 # can outlive ``ray.shutdown()`` and touch freed state while the interpreter finalizes
@@ -76,3 +123,4 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+

@@ -34,7 +34,7 @@ EPOCHS = 2
 
 
 def sweep_args(out_dir: str, cache: Path) -> list[str]:
-    return ["task=pair", f"out_dir={out_dir}", f"cache_dir={cache}", "data.demo_posts=120",
+    return ["task=pair", f"out_dir={out_dir}", f"cache_dir={cache}", "data.demo_posts=60",
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "sweep.num_samples=2",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.space.training.batch_size=null",
             "sweep.space.training.epochs=null", "sweep.space.features.max_length=null"]

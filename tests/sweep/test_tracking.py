@@ -25,7 +25,7 @@ EXPERIMENT = "tracking-test"
 
 
 def sweep_args(tmp: Path, cache: str, uri: str, *extra: str) -> list[str]:
-    return ["task=pair", f"out_dir={tmp / 'run'}", f"cache_dir={cache}", "data.demo_posts=120",
+    return ["task=pair", f"out_dir={tmp / 'run'}", f"cache_dir={cache}", "data.demo_posts=60",
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "seed=0",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.startup_trials=2",
             "sweep.space.training.lr=[1e-3,3e-3]", "sweep.space.training.batch_size=null",
