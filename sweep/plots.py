@@ -121,12 +121,14 @@ def curves_figure(study: optuna.Study, metric_name: str) -> Figure | None:
         ax = ovm.plot_intermediate_values(study)
         for line in list(ax.lines):
             line.remove()
+        ends: dict[tuple[int, float], list[str]] = {}  # lines that end at one point share one label
         for t in trials:
             epochs, values = zip(*sorted(t.intermediate_values.items()), strict=True)
             ax.plot(epochs, values, marker="o", markersize=4, alpha=0.8, label=_reason(t),
                     color=REASON_COLORS.get(_reason(t), "black"))
-            ax.annotate(str(t.number), (epochs[-1], values[-1]), xytext=(4, 0), textcoords="offset points",
-                        fontsize=7, va="center")
+            ends.setdefault((epochs[-1], values[-1]), []).append(str(t.number))
+        for end, numbers in ends.items():
+            ax.annotate(",".join(numbers), end, xytext=(4, 0), textcoords="offset points", fontsize=7, va="center")
         ax.set_xlim(0.7, max(max(t.intermediate_values) for t in trials) + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"Learning curves: validation {metric_name} per epoch", xlabel="epoch",

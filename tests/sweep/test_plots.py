@@ -109,6 +109,14 @@ def test_learning_curves_have_integer_epochs_and_a_legend_for_every_colour(study
     assert {t.get_text() for t in ax.texts} == {"0", "1", "2", "3", "4", "5"}  # each line's trial number
 
 
+def test_lines_that_end_at_one_point_share_one_label():
+    study = make_study([("search", "finished", C, (3e-5, 16, "adamw"), [0.5, 0.6]),
+                        ("search", "finished", C, (1e-4, 8, "sgd"), [0.4, 0.6]),
+                        ("search", "asha", C, (5e-4, 32, "adamw"), [0.3])])
+    ax = plots.curves_figure(study, METRIC).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["0,1", "2"]
+
+
 def test_importances_name_the_metric_and_only_varied_params(study):
     ax = plots.importances_figure(study, METRIC).axes[0]
     assert METRIC in ax.get_title(loc="left") and METRIC in ax.get_xlabel()
