@@ -4,11 +4,10 @@ trials run in Ray's working directories and on other nodes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import OmegaConf
 
 from plumbing import storage
+from plumbing.cli import absolute
 from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, leaf_diff, resolve_tracking_uri, validate_sweep
 from sweep.space import check_space, nested_space, resolve_space, to_distributions
@@ -36,9 +35,9 @@ def absolute_paths(cfg) -> None:
     """Trials run in Ray's own working directories (and on other nodes): relative paths would
     point elsewhere there, so every path in the config is made absolute here, once."""
     cfg.out_dir = storage.absolute(cfg.out_dir)  # a URI (s3://bucket/prefix) stays as it is
-    cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+    cfg.cache_dir = absolute(cfg.cache_dir)
     if cfg.data.dir:
-        cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
+        cfg.data.dir = absolute(cfg.data.dir)
     cfg.tracking.tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.out_dir)
 
 
