@@ -27,7 +27,13 @@ class CRF(nn.Module):
     ``decode`` so predicted tag paths are always valid BIO. Training (``log_likelihood``) stays
     unconstrained, as in AllenNLP's CRF: a window cut inside an answer legitimately starts its
     context with I, and a constrained normaliser would give such gold paths probability zero.
+
+    ``EAGER_METHODS`` are never compiled: ``trainable.loop.compile_model`` wraps them in
+    ``torch.compiler.disable`` when it compiles a model. (As a decorator here, that would import
+    torch._dynamo, 1.5 s, into every process that imports the models, compiling or not.)
     """
+
+    EAGER_METHODS = ("log_likelihood",)
 
     def __init__(self, num_tags: int, bio_constraints: bool | None = None):
         super().__init__()
@@ -57,7 +63,6 @@ class CRF(nn.Module):
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.log_likelihood(emissions, tags, mask)
 
-    @torch.compiler.disable
     def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log p(tags | emissions) per row, shape [B], float32; 0 for rows without valid positions.
 

@@ -151,9 +151,12 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     """``torch.compile`` with symbolic batch size and length: bucketed dynamic padding gives each
     batch its own shape, and a static compile would build a graph per shape (minutes each on a GPU).
     One graph per mode (train, eval) serves them all; the CRF's sequential loop stays eager
-    (``CRF.log_likelihood`` is excluded from compilation)."""
+    (every module's ``EAGER_METHODS``, e.g. ``CRF.log_likelihood``, is excluded from compilation)."""
     # Backend failures surface at the first call; let dynamo fall back to eager there too.
     torch._dynamo.config.suppress_errors = True
+    for module in model.modules():
+        for name in getattr(module, "EAGER_METHODS", ()):
+            setattr(module, name, torch.compiler.disable(getattr(module, name)))
     try:
         return torch.compile(model, dynamic=True)
     except Exception as e:  # noqa: BLE001 - any compile failure means eager, with a warning

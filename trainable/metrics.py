@@ -2,7 +2,8 @@
 own criterion among all ten) and ``span_crf`` (BIO spans) tasks.
 
 Every value is a plain Python number (or None), so the dicts go straight into Ray reports,
-TensorBoard and JSON files.
+TensorBoard and JSON files. sklearn (1.3 s to import, with scipy) is imported by the pair metrics
+that use it, not by every training worker and command that imports this module.
 """
 
 from __future__ import annotations
@@ -10,14 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 from data_prep.symptoms import SYMPTOMS
 
@@ -42,6 +35,8 @@ def pair_metrics(
         raise ValueError(f"pair_metrics: symptom ids must index SYMPTOMS (0..{len(SYMPTOMS) - 1})")
     labels, symptom_ids = labels.astype(np.int64), symptom_ids.astype(np.int64)
     preds = (probs >= threshold).astype(np.int64)
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, roc_auc_score
+
     tn, fp, fn, tp = confusion_matrix(labels, preds, labels=[0, 1]).ravel().tolist()
     two_classes = np.unique(labels).size == 2
     out = {
@@ -65,6 +60,8 @@ def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float | No
     labels, probs = np.asarray(labels).ravel().astype(np.int64), np.asarray(probs, dtype=np.float64).ravel()
     if not labels.any():
         return None, None
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, thresholds = precision_recall_curve(labels, probs)
     p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=p + r > 0)
@@ -124,6 +121,8 @@ def own_rank_metrics(sentence_keys: np.ndarray, symptom_ids: np.ndarray, labels:
 
 
 def _prf(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import precision_recall_fscore_support
+
     p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=[1], average="binary",
                                                  pos_label=1, zero_division=0)
     return {"precision": float(p), "recall": float(r), "f1": float(f)}

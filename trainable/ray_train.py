@@ -14,7 +14,6 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from plumbing import storage
 from plumbing.errors import UserError
-from trainable.loop import train_loop
 
 USER_ERROR_FILE = "user_error.txt"  # in the run's out_dir: why a worker refused to train
 
@@ -24,7 +23,11 @@ def worker_loop(config: dict) -> None:
     node lacks) ends the run instead of failing it: Ray Train retries every failed worker group up
     to ``max_failures`` times, and such an error would repeat identically each time. The message
     goes to ``<out_dir>/user_error.txt``; the sweep's trial driver raises it (``raise_user_error``).
+    The loop is imported here, in the worker that runs it: the trial that only builds the trainer
+    (``build_trainer``) is spared its imports (seconds per trial, before its workers start).
     """
+    from trainable.loop import train_loop
+
     try:
         train_loop(config)
     except UserError as e:
