@@ -77,6 +77,7 @@ def prepare_run(cfg, dists) -> Prepared:
 def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
     """Search (and the extras that are on), then the summary; returns it."""
     from sweep.report import refresh
+    from sweep.summary import write_summary
     from sweep.tracking import record_best
 
     run_dir, concurrency = prepared.run_dir, prepared.concurrency
@@ -84,9 +85,10 @@ def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
     search(cfg, run_dir, dists, trainable, concurrency)
     if two_stage_on(cfg):
         second_stage(cfg, run_dir, dists, trainable, concurrency)
-    summary = refresh(run_dir)
-    if retrain_seed_count(cfg) and summary["best"]:
-        retrain(cfg, run_dir, summary["best"]["params"], trainable, concurrency)
+    if retrain_seed_count(cfg):  # the winner so far; plots and the final summary come once, at the end
+        best = write_summary(run_dir)[0]["best"]
+        if best:
+            retrain(cfg, run_dir, best["params"], trainable, concurrency)
     if cfg.sweep.final_test:
         final_test(cfg, run_dir, prepared.shared)
     update_timings(run_dir, finished_at=time.time())

@@ -1,7 +1,7 @@
 """A whole sweep with its run directory in a bucket: ``out_dir=s3://bucket/prefix`` on a real S3 server.
 
 moto's S3 server runs on 127.0.0.1 (``tests/s3_server.py``) and the local Ray starts after the
-endpoint is in the environment, as a cluster's nodes would have it. The sweep (2 trials of the tiny
+endpoint is in the environment, as a cluster's nodes would have it. The sweep (one trial of the tiny
 model) must leave everything in the bucket (summary, trials table, plots, best checkpoint, each
 trial's epochs, TensorBoard run and checkpoints) and nothing in a local directory named after the
 URI; ``sweep.report`` and ``resume=`` then work from the URI alone.
@@ -35,7 +35,7 @@ EPOCHS = 2
 
 def sweep_args(out_dir: str, cache: Path) -> list[str]:
     return ["task=pair", f"out_dir={out_dir}", f"cache_dir={cache}", "data.demo_posts=60",
-            f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "sweep.num_samples=2",
+            f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "sweep.num_samples=1",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.space.training.batch_size=null",
             "sweep.space.training.epochs=null", "sweep.space.features.max_length=null"]
 
@@ -67,10 +67,10 @@ def test_the_sweep_record_is_in_the_bucket(swept):
     assert {"config.yaml", "space.json", "summary.json", "trials.parquet", "best_checkpoint", "search",
             "optimization_history.png", "learning_curves.png", "test_metrics.json"} <= names
     summary = json.loads(storage.read_text(storage.join(swept.out_dir, "summary.json")))
-    assert summary["num_trials"] == 2 and summary["counts"] == {"finished": 2}
+    assert summary["num_trials"] == 1 and summary["counts"] == {"finished": 1}
     assert summary["best"]["checkpoint"] == storage.join(swept.out_dir, "best_checkpoint")
     fs, path = storage.resolve(storage.join(swept.out_dir, "trials.parquet"))
-    assert len(pd.read_parquet(path, filesystem=fs)) == 2
+    assert len(pd.read_parquet(path, filesystem=fs)) == 1
     best = storage.list_dir(storage.join(swept.out_dir, "best_checkpoint"))
     assert "meta.json" in best and "training_state.pt" not in best
     assert not list(swept.tmp.rglob("s3:*")), "a URI was used as a local path"
@@ -78,7 +78,7 @@ def test_the_sweep_record_is_in_the_bucket(swept):
 
 def test_each_trial_keeps_its_epochs_tensorboard_run_and_checkpoint_in_the_bucket(swept):
     trials = trial_dirs(swept.out_dir)
-    assert len(trials) == 2
+    assert len(trials) == 1
     for trial in trials:
         history = json.loads(storage.read_text(storage.join(trial, METRICS_FILE)))
         assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
@@ -101,11 +101,11 @@ def test_report_and_resume_work_from_the_uri(swept):
     report = subprocess.run([sys.executable, "-m", "sweep.report", swept.out_dir], capture_output=True,
                             text=True, timeout=180, env=env, cwd=swept.tmp)
     assert report.returncode == 0, report.stderr
-    assert "2 trials, 4 epochs; stopped: finished 2" in report.stdout
+    assert "1 trials, 2 epochs; stopped: finished 1" in report.stdout
     assert storage.exists(storage.join(swept.out_dir, "summary.json"))
 
     cfg, dists = load_config([f"resume={swept.out_dir}"])  # Tune restores the finished stage from the bucket
     assert cfg.out_dir == swept.out_dir
     summary = run(cfg, dists)
-    assert summary["num_trials"] == 2
+    assert summary["num_trials"] == 1
     assert [t["trial_id"] for t in summary["trials"]] == [t["trial_id"] for t in swept.summary["trials"]]
