@@ -157,6 +157,10 @@ def write_summary(run_dir: str) -> tuple[dict[str, Any], list[TrialRecord]]:
     return summary, records
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def leaderboard(summary: dict[str, Any], top: int = 10) -> str:
     """The trials ranked by best metric, as a text table, then errors, retrain and test lines."""
     trials = pd.DataFrame(summary["trials"], columns=["trial_id", "experiment", "best_metric", "best_epoch",
@@ -173,7 +177,7 @@ def leaderboard(summary: dict[str, Any], top: int = 10) -> str:
     for key in sorted(params.columns):
         table[key.split(".")[-1]] = params[key].map(_fmt).to_numpy()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items()))
-    out = [f"{summary['num_trials']} trials, {summary['total_epochs']} epochs; stopped: {counts}"]
+    out = [f"{_count(summary['num_trials'], 'trial')}, {_count(summary['total_epochs'], 'epoch')}; stopped: {counts}"]
     if len(table):
         out += _text_table(table.head(top).astype(str))
     out += [f"trial {t.trial_id} error: {t.error}" for t in trials.itertuples() if t.error]

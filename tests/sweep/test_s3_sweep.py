@@ -101,7 +101,7 @@ def test_report_and_resume_work_from_the_uri(swept):
     report = subprocess.run([sys.executable, "-m", "sweep.report", swept.out_dir], capture_output=True,
                             text=True, timeout=180, env=env, cwd=swept.tmp)
     assert report.returncode == 0, report.stderr
-    assert "1 trials, 2 epochs; stopped: finished 1" in report.stdout
+    assert "1 trial, 2 epochs; stopped: finished 1" in report.stdout
     assert storage.exists(storage.join(swept.out_dir, "summary.json"))
 
     cfg, dists = load_config([f"resume={swept.out_dir}"])  # Tune restores the finished stage from the bucket
