@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import ray
 
 FIT_TIMEOUT_S = 600
 SWEEP_WAIT_S = 420  # a small sweep subprocess reaching a point of interest
@@ -41,23 +42,60 @@ def free_ports(n: int) -> list[int]:
 
 
 @contextmanager
+def _env(**values: str | None) -> Iterator[None]:
+    """These environment variables (None: unset) while the block runs, as they were afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
 def own_ray_address() -> Iterator[int]:
     """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
 
     Ray code that looks for "the" cluster without an address (Ray Train's placement-group cleaner,
     through the State API) reads RAY_ADDRESS; unset, it fails when another Ray runs on the machine,
     and a stopped trial's placement group is never freed: the next trial waits for it forever.
+    RAY_API_SERVER_ADDRESS, which would win over RAY_ADDRESS there, is unset meanwhile (a local
+    sweep run in this process before may have left it naming its own Ray).
     """
     (port,) = free_ports(1)
-    saved = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    try:
+    with _env(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_API_SERVER_ADDRESS=None):
         yield port
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = saved
+
+
+def head_args(gcs_port: int, **args) -> dict:
+    """``Cluster`` head_node_args: the GCS port and a dashboard port of its own. On the default port
+    (8265), a second Ray on the machine finds it taken and runs without a dashboard: no State API, no
+    Ray Train state, no job API."""
+    (dashboard,) = free_ports(1)
+    return {"gcs_server_port": gcs_port, "dashboard_port": dashboard, **args}
+
+
+@contextmanager
+def local_ray(**init_args) -> Iterator[object]:
+    """``ray.init(address="local")`` as a sweep starts its Ray (sweep.resources.connect): a dashboard
+    port of its own, named in RAY_API_SERVER_ADDRESS for the Ray's processes; that variable is
+    restored and Ray shut down afterwards."""
+    from sweep.resources import pin_state_api
+
+    with _env(RAY_API_SERVER_ADDRESS=os.environ.get("RAY_API_SERVER_ADDRESS")):
+        context = ray.init(address="local", dashboard_port=pin_state_api(), **init_args)
+        try:
+            yield context
+        finally:
+            ray.shutdown()
 
 
 def fit_bounded(trainer, timeout_s: float = FIT_TIMEOUT_S):

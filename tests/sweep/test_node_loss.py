@@ -19,7 +19,7 @@ import ray
 import ray.train
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-from ray_helpers import own_ray_address
+from ray_helpers import head_args, own_ray_address
 
 from sweep.resources import Node, PlacementWatch, TrialResources, UnplaceableTrialError, set_ray_env
 from sweep.run import load_config, run
@@ -39,7 +39,7 @@ def cluster():
     """
     set_ray_env()  # before the nodes start, so their processes inherit it
     with own_ray_address() as port:
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "memory": 0, "gcs_server_port": port})
+        c = Cluster(initialize_head=True, head_node_args=head_args(port, num_cpus=0, memory=0))
         ray.init(address=c.address, logging_level="ERROR")
         yield c
         ray.shutdown()

@@ -9,6 +9,7 @@ URI; ``sweep.report`` and ``resume=`` then work from the URI alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,8 +20,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import ray
-from ray_helpers import own_ray_address
+from ray_helpers import local_ray
 from s3_server import s3_server  # noqa: F401  (the fixture)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
@@ -44,17 +44,11 @@ def sweep_args(out_dir: str, cache: Path) -> list[str]:
 def swept(s3_server, tmp_path_factory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("s3-sweep")
     out_dir = storage.join(s3_server.uri, "sweep")
-    cwd = os.getcwd()
-    os.chdir(tmp)  # where a URI taken for a local path would leave "s3:/..."
-    try:
-        with own_ray_address():
-            ray.init(address="local", num_cpus=2, logging_level="ERROR")
-        cfg, dists = load_config(sweep_args(out_dir, tmp / "cache"))
-        summary = run(cfg, dists)
-    finally:
-        os.chdir(cwd)
-    yield SimpleNamespace(out_dir=out_dir, summary=summary, tmp=tmp, cfg=cfg, server=s3_server)
-    ray.shutdown()
+    with local_ray(num_cpus=2, logging_level="ERROR"):
+        with contextlib.chdir(tmp):  # where a URI taken for a local path would leave "s3:/..."
+            cfg, dists = load_config(sweep_args(out_dir, tmp / "cache"))
+            summary = run(cfg, dists)
+        yield SimpleNamespace(out_dir=out_dir, summary=summary, tmp=tmp, cfg=cfg, server=s3_server)
 
 
 def trial_dirs(out_dir: str) -> list[str]:

@@ -16,6 +16,7 @@ import ray
 import sweep_fakes
 from omegaconf import OmegaConf
 from ray import tune
+from ray_helpers import local_ray
 from sweep_fakes import fake_trainable, new_run_dir
 
 from plumbing.cli import parse_config
@@ -34,9 +35,8 @@ FAILING_LR = 1e-2
 @pytest.fixture(scope="module")
 def ray_local():
     ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
-    ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never an unrelated running Ray
-    yield
-    ray.shutdown()
+    with local_ray(num_cpus=2, logging_level="ERROR"):  # never an unrelated running Ray
+        yield
 
 
 SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sweep_fakes
 from jsonschema import Draft202012Validator
+from ray_helpers import local_ray
 
 from plumbing.errors import UserError
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
@@ -44,16 +45,13 @@ def run_dir(tmp_path_factory):
     from sweep.stages import make_scheduler, retrain, run_stage
 
     ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
-    ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never someone else's running cluster
-    try:
+    with local_ray(num_cpus=2, logging_level="ERROR"):  # never someone else's running cluster
         path = tmp_path_factory.mktemp("schema-run")
         cfg = new_run_dir(path, "sweep.retrain_seeds=2")
         trainable = sweep_fakes.fake_trainable(EPOCHS, FAILING_LR)
         run_stage(cfg, path, "search", trainable, concurrency=1, param_space={"training.lr": tune.grid_search(LRS)},
                   scheduler=make_scheduler(cfg, path, "search", EPOCHS))
         retrain(cfg, path, refresh(path)["best"]["params"], trainable, concurrency=1)
-    finally:
-        ray.shutdown()
     refresh(path)
     return path
 

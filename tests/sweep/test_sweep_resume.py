@@ -19,7 +19,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-from ray_helpers import SWEEP_WAIT_S, own_ray_address, wait_for
+from ray_helpers import SWEEP_WAIT_S, head_args, own_ray_address, wait_for
 
 from sweep.resources import set_ray_env
 from sweep.trials import read_results
@@ -41,7 +41,7 @@ def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
 def cluster():
     set_ray_env()
     with own_ray_address() as port:
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "gcs_server_port": port})
+        c = Cluster(initialize_head=True, head_node_args=head_args(port, num_cpus=2))
         ray.init(address=c.address, logging_level="ERROR")
         yield c
         ray.shutdown()

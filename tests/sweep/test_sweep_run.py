@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from ray_helpers import own_ray_address
+from ray_helpers import head_args, own_ray_address
 
 from plumbing.errors import ConfigError
 from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
@@ -53,7 +53,7 @@ def cluster():
     """A head without CPUs and two nodes with 2 and 1 logical GPUs (CPU machine: DDP on gloo)."""
     set_ray_env()  # before the nodes start, so their workers inherit it (Train state tracking)
     with own_ray_address() as port:
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "gcs_server_port": port})
+        c = Cluster(initialize_head=True, head_node_args=head_args(port, num_cpus=0))
         c.add_node(num_cpus=2, num_gpus=2)
         c.add_node(num_cpus=1, num_gpus=1)
         context = ray.init(address=c.address, logging_level="ERROR")

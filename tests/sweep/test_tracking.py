@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import ray_helpers
 from omegaconf import OmegaConf
 
 from plumbing.errors import ConfigError
@@ -40,14 +41,11 @@ def tracking_warnings(caplog) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import ray
-
     from sweep.resources import set_ray_env
 
     set_ray_env()
-    ray.init(address="local", num_cpus=2, logging_level="ERROR")  # never an unrelated running Ray
-    yield
-    ray.shutdown()
+    with ray_helpers.local_ray(num_cpus=2, logging_level="ERROR"):  # never an unrelated running Ray
+        yield
 
 
 def run_sweep(args: list[str]):

@@ -13,7 +13,7 @@ from itertools import islice
 
 import pytest
 import torch
-from ray_helpers import fit_bounded
+from ray_helpers import fit_bounded, local_ray
 from torch._dynamo.utils import counters
 
 from trainable.batching import prefetch
@@ -91,10 +91,8 @@ def test_steady_state_step_never_waits_on_the_host(task, train_config, demo_feat
 @pytest.fixture(scope="module")
 def gpu_ray():
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=4, num_gpus=torch.cuda.device_count(), include_dashboard=True,
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(num_cpus=4, num_gpus=torch.cuda.device_count(), include_dashboard=True, log_to_driver=False):
+        yield ray
 
 
 @pytest.mark.parametrize(("gpus_per_worker", "backend"), [(0.5, "gloo"), (1, "nccl")])

@@ -11,7 +11,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from ray.train import CheckpointConfig, RunConfig  # noqa: E402
-from ray_helpers import fit_bounded  # noqa: E402
+from ray_helpers import fit_bounded, local_ray  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from trainable.checkpoint import read_meta  # noqa: E402
@@ -23,9 +23,8 @@ def ray_cluster():
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # address="local": a fresh instance even when another Ray runs on this machine. One logical
     # GPU, for the placement of ranks that share a device.
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray(num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False):
+        yield
 
 
 @pytest.mark.slow
