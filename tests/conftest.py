@@ -75,19 +75,32 @@ def demo_features(train_config, tmp_path_factory):
 
 # ---------------------------------------------------------------- parallel workers
 # The suite runs on two pytest-xdist workers (pyproject: -n 2), whole modules at a time so module
-# fixtures are built once. The modules that start Ray (local clusters, heads, sweeps) form one unit:
-# they run one after another in one worker, never two Rays of the suite at once, while the other
-# worker takes the CPU-bound modules. They are collected first so that the long unit starts first.
-RAY_MODULES = ("tests/sweep/", "tests/trainable/test_ray_train.py", "tests/trainable/test_gpu.py")
+# fixtures are built once. The modules that start Ray (local clusters, heads, sweeps) form two units,
+# each run module after module in one worker, so at most two of the suite's Rays run at once, each on
+# ports of its own (ray_helpers: own_ray_address, head_args, local_ray). Units are handed out longest
+# first: the two Ray units, then the CPU-bound modules that take minutes, then the rest, to whichever
+# worker is free.
+RAY_UNITS = {
+    "ray-clusters": ("tests/sweep/test_node_loss.py", "tests/sweep/test_cluster_jobs.py", "tests/sweep/test_reaper.py",
+                     "tests/sweep/test_sweep_run.py", "tests/sweep/test_local_ray.py", "tests/trainable/test_gpu.py"),
+    "ray-sweeps": ("tests/sweep/", "tests/trainable/test_ray_train.py"),  # every other module that starts Ray
+}
+LONG_MODULES = ("tests/trainable/test_loop.py", "tests/trainable/test_evaluate_predict.py")
 
 
 def _unit(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
-    return "ray" if module.startswith(RAY_MODULES) else module
+    return next((unit for unit, prefixes in RAY_UNITS.items() if module.startswith(prefixes)), module)
+
+
+def _rank(nodeid: str) -> int:
+    order = [*RAY_UNITS, *LONG_MODULES]
+    unit = _unit(nodeid)
+    return order.index(unit) if unit in order else len(order)
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: _unit(item.nodeid) != "ray")  # stable: the order within a unit is kept
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: the order within a unit is kept
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -95,7 +108,8 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class ModulesAndRay(LoadScopeScheduling):
-        """xdist's scope scheduling (each unit to one worker) with the Ray modules as one unit."""
+        """xdist's scope scheduling (each unit to one worker, in collection order: pyproject passes
+        --no-loadscope-reorder) with the Ray modules as two units."""
 
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
