@@ -42,25 +42,6 @@ def free_ports(n: int) -> list[int]:
 
 
 @contextmanager
-def _env(**values: str | None) -> Iterator[None]:
-    """These environment variables (None: unset) while the block runs, as they were afterwards."""
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def own_ray_address() -> Iterator[int]:
     """A free GCS port, with RAY_ADDRESS naming it while the cluster's processes start (they inherit it).
 
@@ -71,7 +52,9 @@ def own_ray_address() -> Iterator[int]:
     sweep run in this process before may have left it naming its own Ray).
     """
     (port,) = free_ports(1)
-    with _env(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_API_SERVER_ADDRESS=None):
+    with pytest.MonkeyPatch.context() as env:  # restores both afterwards
+        env.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        env.delenv("RAY_API_SERVER_ADDRESS", raising=False)
         yield port
 
 
@@ -85,13 +68,13 @@ def head_args(gcs_port: int, **args) -> dict:
 
 @contextmanager
 def local_ray(**init_args) -> Iterator[object]:
-    """``ray.init(address="local")`` as a sweep starts its Ray (sweep.resources.connect): a dashboard
-    port of its own, named in RAY_API_SERVER_ADDRESS for the Ray's processes; that variable is
+    """``ray.init(address="local")`` as a sweep starts its Ray (sweep.resources.pin_state_api): a
+    dashboard port of its own, named in RAY_API_SERVER_ADDRESS for the Ray's processes; the variable is
     restored and Ray shut down afterwards."""
-    from sweep.resources import pin_state_api
-
-    with _env(RAY_API_SERVER_ADDRESS=os.environ.get("RAY_API_SERVER_ADDRESS")):
-        context = ray.init(address="local", dashboard_port=pin_state_api(), **init_args)
+    (port,) = free_ports(1)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        context = ray.init(address="local", dashboard_port=port, **init_args)
         try:
             yield context
         finally:
