@@ -115,8 +115,13 @@ def pin_state_api() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = state_api_url(port)
     return port
+
+
+def state_api_url(dashboard_port: int) -> str:
+    """RAY_API_SERVER_ADDRESS of a local Ray whose dashboard listens on this port."""
+    return f"http://127.0.0.1:{dashboard_port}"
 
 
 def ray_endpoint(address: str) -> tuple[str, int] | None:

@@ -71,9 +71,11 @@ def local_ray(**init_args) -> Iterator[object]:
     """``ray.init(address="local")`` as a sweep starts its Ray (sweep.resources.pin_state_api): a
     dashboard port of its own, named in RAY_API_SERVER_ADDRESS for the Ray's processes; the variable is
     restored and Ray shut down afterwards."""
+    from sweep.resources import state_api_url
+
     (port,) = free_ports(1)
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        env.setenv("RAY_API_SERVER_ADDRESS", state_api_url(port))
         context = ray.init(address="local", dashboard_port=port, **init_args)
         try:
             yield context
