@@ -39,3 +39,35 @@ def new_run_dir(run_dir: Path, epochs: int, *overrides: str):
                                      *overrides], "sweep.run", "")
     save_config(cfg, run_dir)
     return cfg
+
+
+# The fake sweep every summary test reads: stage 1 is a grid over LRS (FAILING_LR raises, ASHA stops
+# the weak ones, the rest finish), stage 2 narrows around the TOP_K best, the best is retrained.
+EPOCHS = 4
+LRS = [1e-3, 1e-5, 3e-3, 1e-2, 2e-5, 5e-4]
+FAILING_LR = 1e-2
+SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
+TOP_K, STAGE2_SAMPLES, RETRAIN_SEEDS = 2, 3, 3
+
+
+def fake_sweep(run_dir: Path):
+    """Every stage of a sweep over fake trials in ``run_dir``, as ``sweep.run`` would leave it; the config.
+    Ray must be initialized, with this module registered for pickling by value."""
+    import json
+
+    from ray import tune
+
+    from sweep.space import space_to_json, to_distributions
+    from sweep.stages import make_scheduler, retrain, run_stage, second_stage
+    from sweep.summary import SPACE_FILE, write_summary
+
+    cfg = new_run_dir(run_dir, EPOCHS, f"sweep.top_k={TOP_K}", f"sweep.stage2_samples={STAGE2_SAMPLES}",
+                      f"sweep.retrain_seeds={RETRAIN_SEEDS}")
+    dists = to_distributions(SPACE, cfg)
+    (run_dir / SPACE_FILE).write_text(json.dumps(space_to_json(dists)))
+    trainable = fake_trainable(EPOCHS, FAILING_LR)
+    run_stage(cfg, run_dir, "search", trainable, concurrency=1, param_space={"training.lr": tune.grid_search(LRS)},
+            scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))
+    second_stage(cfg, run_dir, dists, trainable, concurrency=1)
+    retrain(cfg, run_dir, write_summary(str(run_dir))[0]["best"]["params"], trainable, concurrency=1)
+    return cfg

@@ -1,7 +1,8 @@
 """summary.json / trials.parquet / plots / leaderboard, rebuilt from a real Tune experiment on disk.
 
-The trials here are plain Tune functions (no training) so the test is about what the sweep
-leaves, not about models: one raises, ASHA stops the weak ones, the rest finish.
+The trials are plain Tune functions (no training; tests/sweep_fakes.py) so the tests are about what
+the sweep leaves, not about models: in stage 1 one raises, ASHA stops the weak ones, the rest finish;
+stage 2 searches around the best two; the best is retrained over three seeds.
 """
 
 from __future__ import annotations
@@ -12,60 +13,33 @@ import sys
 
 import pandas as pd
 import pytest
-import ray
-import sweep_fakes
 from omegaconf import OmegaConf
-from ray import tune
-from ray_helpers import local_ray
-from sweep_fakes import fake_trainable, new_run_dir
+from sweep_fakes import EPOCHS, FAILING_LR, LRS, RETRAIN_SEEDS, STAGE2_SAMPLES
 
 from plumbing.cli import parse_config
 from sweep.config import SweepConfig
 from sweep.report import refresh
-from sweep.space import space_from_json, to_distributions
-from sweep.stages import make_scheduler, retrain, run_stage, second_stage
+from sweep.space import space_from_json
 from sweep.summary import leaderboard
 from sweep.trials import STOPS_FILE, read_error, read_results, stop_reason, trial_augment
 
-EPOCHS = 4
-LRS = [1e-3, 1e-5, 3e-3, 1e-2, 2e-5, 5e-4]
-FAILING_LR = 1e-2
-
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
-    with local_ray(num_cpus=2, logging_level="ERROR"):  # never an unrelated running Ray
-        yield
+def run_dir(fake_sweep):
+    return fake_sweep.run_dir
 
 
-SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}
-
-
-def first_stage(tmp_path_factory, *overrides: str):
-    """A grid 'search' over LRS with ASHA, as stage 1 of a sweep run directory."""
-    run_dir = tmp_path_factory.mktemp("sweep-summary")
-    cfg = new_run_dir(run_dir, EPOCHS, *overrides)
-    (run_dir / "space.json").write_text(json.dumps(SPACE))
-    trainable = fake_trainable(EPOCHS, FAILING_LR)
-    run_stage(cfg, run_dir, "search", trainable, concurrency=1,
-              param_space={"training.lr": tune.grid_search(LRS)},
-              scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))
-    return cfg, run_dir, trainable
-
-
-@pytest.fixture(scope="module")
-def run_dir(ray_local, tmp_path_factory):
-    return first_stage(tmp_path_factory)[1]
+def stage(summary: dict, name: str) -> list[dict]:
+    return [t for t in summary["trials"] if t["experiment"] == name]
 
 
 @pytest.mark.slow
 def test_summary_holds_every_trial_once_with_why_it_stopped(run_dir):
     summary = refresh(run_dir)
     trials = summary["trials"]
-    assert sorted(t["params"]["training.lr"] for t in trials) == sorted(LRS)
-    assert len({t["trial_id"] for t in trials}) == len(LRS)
-    by_lr = {t["params"]["training.lr"]: t for t in trials}
+    assert sorted(t["params"]["training.lr"] for t in stage(summary, "search")) == sorted(LRS)
+    assert len({t["trial_id"] for t in trials}) == summary["num_trials"] == len(LRS) + STAGE2_SAMPLES
+    by_lr = {t["params"]["training.lr"]: t for t in stage(summary, "search")}
 
     failed = by_lr[FAILING_LR]
     assert failed["stop_reason"] == "error" and failed["state"] == "ERROR"
@@ -92,8 +66,8 @@ def test_summary_holds_every_trial_once_with_why_it_stopped(run_dir):
 def test_trials_table_and_plots_are_written(run_dir):
     summary = refresh(run_dir)
     frame = pd.read_parquet(run_dir / "trials.parquet")
-    assert len(frame) == len(LRS)
-    assert set(frame["param:training.lr"]) == set(LRS)
+    assert len(frame) == len(LRS) + STAGE2_SAMPLES
+    assert set(LRS) < set(frame["param:training.lr"])
     assert {"stop_reason", "best_metric", "epochs_run", "error"} <= set(frame.columns)
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["best"] == summary["best"]
@@ -151,26 +125,20 @@ def test_error_message_is_the_exception_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_second_stage_narrows_around_the_top_configs_and_retrain_reports_mean_and_std(
-        ray_local, tmp_path_factory):
-    cfg, run_dir, trainable = first_stage(tmp_path_factory, "sweep.top_k=2", "sweep.stage2_samples=3",
-                                          "sweep.retrain_seeds=3")
-    dists = to_distributions(SPACE, cfg)
-    second_stage(cfg, run_dir, dists, trainable, concurrency=1)
+def test_second_stage_narrows_around_the_top_configs_and_retrain_reports_mean_and_std(fake_sweep):
+    run_dir, cfg = fake_sweep.run_dir, fake_sweep.cfg
     narrowed = space_from_json(json.loads((run_dir / "stage2_space.json").read_text()))["training.lr"]
     assert 1e-5 < narrowed.low < 5e-4 and 1e-3 < narrowed.high < 1e-2 and narrowed.log  # around 1e-3 and 5e-4
     summary = refresh(run_dir)
-    stage2 = [t for t in summary["trials"] if t["experiment"] == "stage2"]
-    assert len(stage2) == 3 and summary["num_trials"] == len(LRS) + 3
+    stage2 = stage(summary, "stage2")
+    assert len(stage2) == STAGE2_SAMPLES
     assert all(narrowed.low <= t["params"]["training.lr"] <= narrowed.high for t in stage2)
 
-    retrain(cfg, run_dir, summary["best"]["params"], trainable, concurrency=1)
-    result = refresh(run_dir)["retrain"]
-    assert sorted(result["seeds"]) == [cfg.seed + 1, cfg.seed + 2, cfg.seed + 3]
+    result = summary["retrain"]  # retrain runs are not search trials: num_trials does not count them
+    assert sorted(result["seeds"]) == [cfg.seed + i for i in range(1, RETRAIN_SEEDS + 1)]
     assert result["params"] == summary["best"]["params"]
-    assert result["mean"] == pytest.approx(sum(result["best_metric"]) / 3)
+    assert result["mean"] == pytest.approx(sum(result["best_metric"]) / RETRAIN_SEEDS)
     assert result["std"] > 0
-    assert refresh(run_dir)["num_trials"] == len(LRS) + 3  # retrain runs are not search trials
 
 
 def test_trial_augment_is_the_sweep_section_with_the_searched_keys():

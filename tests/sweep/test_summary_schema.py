@@ -1,8 +1,8 @@
 """summary.json against its packaged JSON Schema: real summaries pass, broken ones name the place.
 
-The real summary comes from a small Tune experiment on disk (plain Tune functions, no training:
-one raises, ASHA stops the weak ones, the best config is retrained over two seeds), rebuilt by
-sweep.report exactly as after a sweep. The broken ones are that summary with one thing changed.
+The real summary comes from the fake sweep of tests/sweep_fakes.py (plain Tune functions, no
+training: one raises, ASHA stops the weak ones, a second stage, the best config retrained), rebuilt
+by sweep.report exactly as after a sweep. The broken ones are that summary with one thing changed.
 """
 
 from __future__ import annotations
@@ -16,49 +16,27 @@ from pathlib import Path
 import pytest
 import sweep_fakes
 from jsonschema import Draft202012Validator
-from ray_helpers import local_ray
 
 from plumbing.errors import UserError
+from sweep.report import refresh
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
 from sweep.space import resolve_space, space_to_json, to_distributions
 from sweep.summary import SPACE_FILE, SUMMARY_FILE
 from trainable.session import TEST_METRICS
 
-EPOCHS = 3
-LRS = [1e-3, 1e-5, 1e-2, 3e-3]
-FAILING_LR = 1e-2
 
-
-def new_run_dir(run_dir: Path, *overrides: str):
+def new_run_dir(run_dir: Path):
     """What sweep.run leaves before the first trial: config.yaml and space.json."""
-    cfg = sweep_fakes.new_run_dir(run_dir, EPOCHS, *overrides)
+    cfg = sweep_fakes.new_run_dir(run_dir, sweep_fakes.EPOCHS)
     (run_dir / SPACE_FILE).write_text(json.dumps(space_to_json(to_distributions(resolve_space(cfg), cfg))))
     return cfg
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    import ray
-    from ray import tune
-
-    from sweep.report import refresh
-    from sweep.stages import make_scheduler, retrain, run_stage
-
-    ray.cloudpickle.register_pickle_by_value(sweep_fakes)  # workers cannot import tests/
-    with local_ray(num_cpus=2, logging_level="ERROR"):  # never someone else's running cluster
-        path = tmp_path_factory.mktemp("schema-run")
-        cfg = new_run_dir(path, "sweep.retrain_seeds=2")
-        trainable = sweep_fakes.fake_trainable(EPOCHS, FAILING_LR)
-        run_stage(cfg, path, "search", trainable, concurrency=1, param_space={"training.lr": tune.grid_search(LRS)},
-                  scheduler=make_scheduler(cfg, path, "search", EPOCHS))
-        retrain(cfg, path, refresh(path)["best"]["params"], trainable, concurrency=1)
-    refresh(path)
-    return path
-
-
-@pytest.fixture
-def summary(run_dir) -> dict:
-    return json.loads((run_dir / SUMMARY_FILE).read_text())
+def summary(fake_sweep) -> dict:
+    """The fake sweep's summary.json as sweep.report writes it (the tests change only copies)."""
+    refresh(fake_sweep.run_dir)
+    return json.loads((fake_sweep.run_dir / SUMMARY_FILE).read_text())
 
 
 def test_the_packaged_schema_is_a_valid_draft_2020_12_schema():
