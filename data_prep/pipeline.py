@@ -42,15 +42,32 @@ class Source:
 
 
 def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
-    """Build (or read from the cache) the features ``cfg`` asks for."""
+    """Build (or read from the cache) the features ``cfg`` asks for.
+
+    A cache hit neither aligns nor splits the corpus: the key needs only the raw files' bytes (and a
+    built-in model's name, its texts), and alignment is the slow part of a sweep driver's start on a real
+    corpus. A miss, or raw files that are not where the config says, loads the source (whose errors name
+    the file, row and field)."""
     validate_prep(cfg)
     say = print if verbose else (lambda *a, **k: None)
-    source = load_source(cfg)
-    model = resolve_model(cfg.model.name, lambda: source.texts, cfg.cache_dir)
+    loaded: list[Source] = []
+
+    def source() -> Source:
+        if not loaded:
+            loaded.append(load_source(cfg))
+        return loaded[0]
+
+    def texts() -> list[str]:
+        return loaded[0].texts if loaded else source_texts(cfg)
+
+    files = source_files(cfg)
+    if not files or not all(f.is_file() for f in files):
+        files = source().files
+    model = resolve_model(cfg.model.name, texts, cfg.cache_dir)
     tokenizer = load_tokenizer(model)
     ident = tokenizer_identity(tokenizer)
     settings = feature_settings(cfg)
-    key = cache_key(fingerprint_files(source.files), cfg.task, ident["fingerprint"], settings)
+    key = cache_key(fingerprint_files(files), cfg.task, ident["fingerprint"], settings)
     path = entry_path(cfg.cache_dir, key)
     if is_complete(path):
         say(f"features: cache hit {path}")
@@ -58,13 +75,43 @@ def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
         fs.meta.update(model=model, cache_path=str(path), cache_hit=True)
         return fs
     say(f"features: building {cfg.task} features with {model} -> {path}")
-    fs = featurize_source(source, cfg, tokenizer)
-    source.report.cache = {"key": key, "path": str(path)}
-    fs.meta.update(key=key, tokenizer=ident, settings=settings, manifest=source.manifest,
-                   report=source.report.to_dict(), model=model)
+    built = source()
+    fs = featurize_source(built, cfg, tokenizer)
+    built.report.cache = {"key": key, "path": str(path)}
+    fs.meta.update(key=key, tokenizer=ident, settings=settings, manifest=built.manifest,
+                   report=built.report.to_dict(), model=model)
     save_featureset(fs, path)
     fs.meta.update(cache_path=str(path), cache_hit=False)
     return fs
+
+
+def source_files(cfg: Any) -> list[Path]:
+    """The raw files the source is read from (what the cache key fingerprints), found without reading
+    them; ones that do not exist are left for ``load_source`` to report."""
+    if cfg.data.name == "squad_v2":
+        path = Path(cfg.data.dir)
+        return sorted(path.glob("*.json")) if path.is_dir() else [path]
+    return sorted(_redsm5_dir(cfg).glob("redsm5_*"))
+
+
+def source_texts(cfg: Any) -> list[str]:
+    """Every context of the source (what a built-in model is trained on and named after), without
+    aligning or splitting a ReDSM5 corpus."""
+    if cfg.data.name == "squad_v2":
+        return load_source(cfg).texts
+    return _post_texts(load_redsm5(_redsm5_dir(cfg)))
+
+
+def _post_texts(corpus: Corpus) -> list[str]:
+    return list({p.post_id: p.text for p in corpus.posts}.values())
+
+
+def _redsm5_dir(cfg: Any) -> Path:
+    """The ReDSM5-shaped folder: data.dir, or the demo corpus (written on first use)."""
+    directory = Path(cfg.data.dir) if cfg.data.dir else None
+    if cfg.data.name == "demo":
+        directory = demo_dir(directory or Path(cfg.cache_dir), cfg.data.demo_posts, cfg.data.demo_seed)
+    return directory
 
 
 def feature_settings(cfg: Any) -> dict[str, Any]:
@@ -79,10 +126,7 @@ def feature_settings(cfg: Any) -> dict[str, Any]:
 def load_source(cfg: Any) -> Source:
     if cfg.data.name == "squad_v2":
         return _squad_source(cfg)
-    directory = Path(cfg.data.dir) if cfg.data.dir else None
-    if cfg.data.name == "demo":
-        directory = demo_dir(directory or Path(cfg.cache_dir), cfg.data.demo_posts, cfg.data.demo_seed)
-    return _redsm5_source(cfg, load_redsm5(directory))
+    return _redsm5_source(cfg, load_redsm5(_redsm5_dir(cfg)))
 
 
 def _redsm5_source(cfg: Any, corpus: Corpus) -> Source:
@@ -105,8 +149,7 @@ def _redsm5_source(cfg: Any, corpus: Corpus) -> Source:
         hard = {f"{a.post_id}/{a.symptom}" for a in corpus.annotations if a.status == 0}
         for split in SPLITS:
             examples[split] = _keep_no_answer(examples[split], split, cfg, hard, report)
-    files = sorted(Path(corpus.source).glob("redsm5_*"))
-    return Source(examples, list(posts.values()), files, report, manifest)
+    return Source(examples, _post_texts(corpus), source_files(cfg), report, manifest)
 
 
 def _squad_source(cfg: Any) -> Source:
@@ -121,7 +164,7 @@ def _squad_source(cfg: Any) -> Source:
         examples["test"] = loaded["dev"]
         manifest["test"] = sorted({e.group for e in loaded["dev"]})
     path = Path(cfg.data.dir)
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    files = source_files(cfg)
     report = DataReport(source=str(path), task=cfg.task,
                         counts={"questions": sum(len(v) for v in loaded.values()),
                                 "impossible": sum(not e.answers for v in loaded.values() for e in v)})

@@ -41,6 +41,25 @@ def test_second_run_hits_the_cache_and_any_change_misses(shared):
         assert other.meta["cache_path"] != first.meta["cache_path"], change
 
 
+def test_a_cache_hit_neither_aligns_nor_splits_the_corpus(shared, monkeypatch):
+    """The key needs only the raw files' bytes (and the tiny model, the post texts): a hit skips alignment
+    and splitting (the slow part of a sweep driver's start on a real corpus) and returns what the build
+    returned."""
+    import data_prep.pipeline as pipeline
+
+    first = prepare_features(cfg(shared), verbose=False)
+
+    def no_loading(_cfg):
+        raise AssertionError("the source was loaded on a cache hit")
+
+    monkeypatch.setattr(pipeline, "load_source", no_loading)
+    again = prepare_features(cfg(shared), verbose=False)
+    assert again.meta["cache_hit"] and again.meta["report"] == first.meta["report"]
+    assert again.examples["val"].equals(first.examples["val"])
+    with pytest.raises(AssertionError, match="source was loaded"):  # a miss still loads it
+        prepare_features(cfg(shared, "data.split_seed=7"), verbose=False)
+
+
 def test_a_partial_entry_is_rebuilt(shared):
     fs = prepare_features(cfg(shared, "task=pair"), verbose=False)
     (Path(fs.meta["cache_path"]) / COMPLETE_MARKER).unlink()
