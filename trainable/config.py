@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from data_prep.augment import AugmentConfig, validate_augment
 from data_prep.config import PrepConfig, doc, validate_prep
 from plumbing.errors import ConfigError
@@ -115,7 +113,10 @@ def validate_metric(cfg) -> None:
 
 
 def check_device(t) -> None:
-    """The device and AMP asked for exist on this machine."""
+    """The device and AMP asked for exist on this machine (torch imported here: a sweep driver or a
+    trial's Tune actor reads this module's config classes without training anything)."""
+    import torch
+
     cuda = torch.cuda.is_available()
     if t.device == "cuda" and not cuda:
         raise ConfigError("training.device", "cuda asked but no CUDA device is visible; use auto or cpu")

@@ -9,6 +9,9 @@ loop never sees (ASHA kills the workers, so no ``finally`` runs; a trial errors 
 retries), as a second event file of the same run. ``hparam/best_metric``, the HParams metric, is a
 scalar updated every epoch, and every logging call flushes, for the same reason: a killed run never
 reaches ``close``.
+
+torch's writer is imported where it writes: a sweep driver and every trial's Tune actor import this
+module for its names, and torch would cost each of them a second.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from typing import Any
 
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from plumbing import storage
 
@@ -58,6 +59,8 @@ def end_summaries(hparam_dict: dict[str, Any], stop_reason: str) -> list[Summary
     reason) and session end (STATUS_FAILURE for an error, STATUS_SUCCESS otherwise)."""
     if stop_reason not in STOP_REASONS:
         raise ValueError(f"stop_reason must be one of {', '.join(STOP_REASONS)}; got {stop_reason!r}")
+    from torch.utils.tensorboard.summary import hparams
+
     exp, start, end = hparams({**hparam_dict, STOP_REASON: stop_reason}, {HPARAM_METRIC: 0.0},
                               hparam_domain_discrete={STOP_REASON: list(STOP_REASONS)})
     if stop_reason == "error":
@@ -85,6 +88,8 @@ def has_hparams(log_dir: str | Path) -> bool:
 def write_end(log_dir: str | Path, hparam_dict: dict[str, Any], stop_reason: str) -> bool:
     """Record how a run ended in its own directory, unless it already says; True when written here.
     A run on object storage (``s3://...``) is read and extended through a local copy."""
+    from torch.utils.tensorboard import SummaryWriter
+
     with local_copy(str(log_dir)) as local:
         if has_hparams(local):
             return False
@@ -119,6 +124,8 @@ class TBLogger:
         self.remote = log_dir if log_dir and storage.is_uri(log_dir) else None
         self._staging = tempfile.TemporaryDirectory(prefix="tb-") if self.remote else None
         local = self._staging.name if self._staging else log_dir
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(local) if local else None
         self.hparam_dict = hparam_dict
         self.last_epoch: int | None = None
