@@ -1,7 +1,8 @@
 """The README's cluster path on this machine: a Ray head started the way a cluster node starts it
 (``ray start --head``, own ports and temp dir, token authentication on), sweeps submitted to it with
 ``ray job submit --working-dir .``, one stopped mid-trial with ``ray job stop`` and resumed by a
-second job.
+second job. The sweep runs its two trials one after the other (sweep.max_concurrent=1), so the
+second is stopped while the first has finished.
 
 The head runs in its own session and is SIGKILLed by process group at the end: exactly its
 processes, never a broad ``ray stop``. Every wait is bounded.
@@ -84,18 +85,18 @@ def trial_dirs(run_dir: Path) -> list[Path]:
 def test_sweep_submitted_as_a_job_survives_ray_job_stop_and_resumes(head, tmp_path):
     run_dir = tmp_path / "run"
     args = ["task=pair", f"out_dir={run_dir}", f"cache_dir={tmp_path / 'cache'}", "data.demo_posts=120",
-            f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16", "sweep.num_samples=3",
-            "sweep.scheduler=fifo", "sweep.final_test=false", "sweep.space.training.batch_size=null",
-            "sweep.space.training.epochs=null"]
+            f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16", "sweep.num_samples=2",
+            "sweep.max_concurrent=1", "sweep.scheduler=fifo", "sweep.final_test=false",
+            "sweep.space.training.batch_size=null", "sweep.space.training.epochs=null"]
     first = submit(head, *args)
 
-    def third_trial_mid_way():  # the last trial has checkpointed its first epoch and goes on
-        trial = next(iter(run_dir.glob("search/trial_0002_*")), None)
+    def last_trial_mid_way():  # the last trial has checkpointed its first epoch and goes on
+        trial = next(iter(run_dir.glob("search/trial_0001_*")), None)
         if trial is not None and (trial / DONE_FILE).is_file():
-            pytest.fail("the third trial finished before its first checkpoint was seen: too short to stop")
+            pytest.fail("the last trial finished before its first checkpoint was seen: too short to stop")
         return trial if trial is not None and any(trial.glob("train/checkpoint_*")) else None
 
-    stopped = wait_for(third_trial_mid_way, head, first, "the third trial's first checkpoint")
+    stopped = wait_for(last_trial_mid_way, head, first, "the last trial's first checkpoint")
     ray_job(head, "stop", first, timeout=180)  # SIGTERM to the driver: Tune saves the experiment
     wait_status(head, first, "STOPPED")
     logs = ray_job(head, "logs", first)
@@ -106,8 +107,8 @@ def test_sweep_submitted_as_a_job_survives_ray_job_stop_and_resumes(head, tmp_pa
     assert "resuming" in ray_job(head, "logs", second)
     summary = json.loads((run_dir / "summary.json").read_text())
     trials = trial_dirs(run_dir)
-    assert summary["num_trials"] == 3 and len(trials) == 3  # the searcher went on from its saved state
-    assert len({t["trial_id"] for t in summary["trials"]}) == 3
+    assert summary["num_trials"] == 2 and len(trials) == 2  # the searcher went on from its saved state
+    assert len({t["trial_id"] for t in summary["trials"]}) == 2
     for t in summary["trials"]:
         assert t["stop_reason"] == "finished" and t["epochs_run"] == EPOCHS, t
     assert stopped in trials

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -33,7 +32,7 @@ pytestmark = pytest.mark.slow
 EPOCHS = 2
 
 
-def sweep_args(out_dir: str, cache: Path) -> list[str]:
+def sweep_args(out_dir: str, cache: str) -> list[str]:
     return ["task=pair", f"out_dir={out_dir}", f"cache_dir={cache}", "data.demo_posts=60",
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "sweep.num_samples=1",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.space.training.batch_size=null",
@@ -41,12 +40,12 @@ def sweep_args(out_dir: str, cache: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def swept(s3_server, tmp_path_factory):  # noqa: F811
+def swept(s3_server, demo_cache, tmp_path_factory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("s3-sweep")
     out_dir = storage.join(s3_server.uri, "sweep")
     with local_ray(num_cpus=2, logging_level="ERROR"):
         with contextlib.chdir(tmp):  # where a URI taken for a local path would leave "s3:/..."
-            cfg, dists = load_config(sweep_args(out_dir, tmp / "cache"))
+            cfg, dists = load_config(sweep_args(out_dir, demo_cache))
             summary = run(cfg, dists)
         yield SimpleNamespace(out_dir=out_dir, summary=summary, tmp=tmp, cfg=cfg, server=s3_server)
 
