@@ -123,8 +123,8 @@ def test_no_watchdog_without_a_local_ray_of_our_own():
 # ---------------------------------------------------------------- a real sweep
 
 
-def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sweep.run", "task=span", f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}",
+def sweep_cmd(tmp: Path, cache: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweep.run", "task=span", f"out_dir={tmp / 'run'}", f"cache_dir={cache}",
             "data.demo_posts=120", "training.epochs=2", "training.patience=0", "training.batch_size=16",
             "sweep.num_samples=1", "sweep.scheduler=fifo", "sweep.verbose=1", "sweep.final_test=false",
             "sweep.space.training.lr=[3e-3]", "sweep.space.training.batch_size=null",
@@ -162,9 +162,10 @@ def session_of(driver: subprocess.Popen) -> str | None:
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes(tmp_path):
+def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes(tmp_path, demo_cache):
     log = tmp_path / "first.log"
-    driver = subprocess.Popen(sweep_cmd(tmp_path), env=local_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(sweep_cmd(tmp_path, demo_cache), env=local_env(), stdout=log.open("w"),
+                              stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: committed_checkpoint(tmp_path / "run"), driver, log, "the first committed checkpoint")
         session = session_of(driver)
@@ -188,7 +189,7 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
     assert "sweep.reaper: " in log.read_text()
 
     log2 = tmp_path / "resume.log"
-    resumed = subprocess.Popen(sweep_cmd(tmp_path, "resume=true"), env=local_env(), stdout=log2.open("w"),
+    resumed = subprocess.Popen(sweep_cmd(tmp_path, demo_cache, "resume=true"), env=local_env(), stdout=log2.open("w"),
                                stderr=subprocess.STDOUT)
     try:
         assert resumed.wait(timeout=WAIT_S) == 0, log2.read_text()[-4000:]

@@ -28,8 +28,8 @@ EPOCHS = 3
 WAIT_S = SWEEP_WAIT_S
 
 
-def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sweep.run", "task=span", f"out_dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}",
+def sweep_cmd(tmp: Path, cache: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweep.run", "task=span", f"out_dir={tmp / 'run'}", f"cache_dir={cache}",
             "data.demo_posts=120", f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.final_test=false",
             "sweep.space.training.lr=[3e-3,5e-3]", "sweep.space.training.batch_size=null",
@@ -78,12 +78,12 @@ def train_workers(cluster) -> dict:
 
 
 @pytest.mark.slow
-def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_path):
+def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_path, demo_cache):
     run_dir = tmp_path / "run"
     log = tmp_path / "sweep.log"
     earlier = set(train_workers(cluster))  # the other test's sweeps ran on this cluster too
-    proc = start(cluster, sweep_cmd(tmp_path, "sweep.num_samples=1", "sweep.max_failures=2", "sweep.verbose=1"),
-                 log)
+    cmd = sweep_cmd(tmp_path, demo_cache, "sweep.num_samples=1", "sweep.max_failures=2", "sweep.verbose=1")
+    proc = start(cluster, cmd, log)
 
     def first_epoch_reported():
         trials = trial_dirs(run_dir)
