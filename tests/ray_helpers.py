@@ -83,6 +83,29 @@ def local_ray(**init_args) -> Iterator[object]:
             ray.shutdown()
 
 
+@contextmanager
+def local_cluster(*nodes: dict, **head) -> Iterator[tuple[object, object]]:
+    """A ``ray.cluster_utils.Cluster`` on ports of its own (``head`` args for the head, then ``nodes``),
+    RAY_ADDRESS naming it and the sweep's Ray settings in the environment while its processes start
+    (they inherit both), and this process connected: (cluster, ray.init's context). Both are shut down
+    afterwards."""
+    from ray.cluster_utils import Cluster
+
+    from sweep.resources import set_ray_env
+
+    set_ray_env()
+    with own_ray_address() as port:
+        cluster = Cluster(initialize_head=True, head_node_args=head_args(port, **head))
+        for node in nodes:
+            cluster.add_node(**node)
+        context = ray.init(address=cluster.address, logging_level="ERROR")
+        try:
+            yield cluster, context
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
 def fit_bounded(trainer, timeout_s: float = FIT_TIMEOUT_S):
     """``trainer.fit()`` in a thread, so a hang fails the test instead of blocking the session."""
     out = {}

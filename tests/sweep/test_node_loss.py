@@ -17,11 +17,10 @@ from types import SimpleNamespace
 import pytest
 import ray
 import ray.train
-from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-from ray_helpers import head_args, own_ray_address
+from ray_helpers import local_cluster
 
-from sweep.resources import Node, PlacementWatch, TrialResources, UnplaceableTrialError, set_ray_env
+from sweep.resources import Node, PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.run import load_config, run
 
 EPOCHS = 6  # after the first checkpoint, the rest must outlast finding and removing the node (seen: 1 s an epoch)
@@ -37,13 +36,8 @@ def cluster():
     Without ``memory`` on the head, a trial's driver (0 CPU, 1 byte of memory) runs on a worker node,
     as it may on any cluster, so losing a node can take the driver and its Train controller too.
     """
-    set_ray_env()  # before the nodes start, so their processes inherit it
-    with own_ray_address() as port:
-        c = Cluster(initialize_head=True, head_node_args=head_args(port, num_cpus=0, memory=0))
-        ray.init(address=c.address, logging_level="ERROR")
+    with local_cluster(num_cpus=0, memory=0) as (c, _):
         yield c
-        ray.shutdown()
-        c.shutdown()
 
 
 def two_small_workers(cluster) -> None:

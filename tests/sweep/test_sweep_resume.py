@@ -16,12 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
-from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-from ray_helpers import SWEEP_WAIT_S, head_args, own_ray_address, wait_for
+from ray_helpers import SWEEP_WAIT_S, local_cluster, wait_for
 
-from sweep.resources import set_ray_env
 from sweep.trials import read_results
 
 EPOCHS = 3
@@ -39,13 +36,8 @@ def sweep_cmd(tmp: Path, cache: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    set_ray_env()
-    with own_ray_address() as port:
-        c = Cluster(initialize_head=True, head_node_args=head_args(port, num_cpus=2))
-        ray.init(address=c.address, logging_level="ERROR")
+    with local_cluster(num_cpus=2) as (c, _):
         yield c
-        ray.shutdown()
-        c.shutdown()
 
 
 def start(cluster, cmd: list[str], log: Path) -> subprocess.Popen:

@@ -23,11 +23,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import ray
-from ray.cluster_utils import Cluster
-from ray_helpers import head_args, own_ray_address
+from ray_helpers import local_cluster
 
 from plumbing.errors import ConfigError
-from sweep.resources import Node, TrialResources, plan_concurrency, set_ray_env
+from sweep.resources import Node, TrialResources, plan_concurrency
 from sweep.run import execute, load_config, prepare_run
 from sweep.space import feature_variants, make_searcher, variant_key
 from sweep.trials import read_results
@@ -51,15 +50,8 @@ def sweep_args(tmp: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster():
     """A head without CPUs and two nodes with 2 and 1 logical GPUs (CPU machine: DDP on gloo)."""
-    set_ray_env()  # before the nodes start, so their workers inherit it (Train state tracking)
-    with own_ray_address() as port:
-        c = Cluster(initialize_head=True, head_node_args=head_args(port, num_cpus=0))
-        c.add_node(num_cpus=2, num_gpus=2)
-        c.add_node(num_cpus=1, num_gpus=1)
-        context = ray.init(address=c.address, logging_level="ERROR")
+    with local_cluster({"num_cpus": 2, "num_gpus": 2}, {"num_cpus": 1, "num_gpus": 1}, num_cpus=0) as (c, context):
         yield SimpleNamespace(cluster=c, dashboard_url=context.dashboard_url)
-        ray.shutdown()
-        c.shutdown()
 
 
 def train_runs(dashboard_url: str) -> list[dict]:
