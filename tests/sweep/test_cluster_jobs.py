@@ -1,8 +1,9 @@
 """The README's cluster path on this machine: a Ray head started the way a cluster node starts it
 (``ray start --head``, own ports and temp dir, token authentication on), sweeps submitted to it with
 ``ray job submit --working-dir .``, one stopped mid-trial with ``ray job stop`` and resumed by a
-second job. The sweep runs its two trials one after the other (sweep.max_concurrent=1), so the
-second is stopped while the first has finished.
+second job. The sweep runs its two trials one after the other (sweep.max_concurrent=1) and is
+stopped once the first one has checkpointed an epoch, so the second job resumes that trial and the
+searcher proposes the other one from its saved state.
 
 The head runs in its own session and is SIGKILLed by process group at the end: exactly its
 processes, never a broad ``ray stop``. Every wait is bounded.
@@ -26,7 +27,7 @@ from sweep.trials import DONE_FILE, read_results
 REPO = Path(__file__).resolve().parents[2]
 JOB_S = 420  # a whole demo sweep as a job on a loaded 2-core machine
 STOP_WAIT_S = "60"  # the head lets a stopped job's driver save its state this long before SIGKILL (default 3)
-EPOCHS = 3
+EPOCHS = 4  # after the first checkpoint, three epochs for `ray job stop` to land (its CLI starts slowly under load)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +91,13 @@ def test_sweep_submitted_as_a_job_survives_ray_job_stop_and_resumes(head, tmp_pa
             "sweep.space.training.batch_size=null", "sweep.space.training.epochs=null"]
     first = submit(head, *args)
 
-    def last_trial_mid_way():  # the last trial has checkpointed its first epoch and goes on
-        trial = next(iter(run_dir.glob("search/trial_0001_*")), None)
+    def first_trial_mid_way():  # the first trial has checkpointed its first epoch and goes on
+        trial = next(iter(run_dir.glob("search/trial_0000_*")), None)
         if trial is not None and (trial / DONE_FILE).is_file():
-            pytest.fail("the last trial finished before its first checkpoint was seen: too short to stop")
+            pytest.fail("the first trial finished before its first checkpoint was seen: too short to stop")
         return trial if trial is not None and any(trial.glob("train/checkpoint_*")) else None
 
-    stopped = wait_for(last_trial_mid_way, head, first, "the last trial's first checkpoint")
+    stopped = wait_for(first_trial_mid_way, head, first, "the first trial's first checkpoint")
     ray_job(head, "stop", first, timeout=180)  # SIGTERM to the driver: Tune saves the experiment
     wait_status(head, first, "STOPPED")
     logs = ray_job(head, "logs", first)
