@@ -62,7 +62,7 @@ def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
 
     files = source_files(cfg)
     if not files or not all(f.is_file() for f in files):
-        files = source().files
+        source()  # the loader's error names what is missing
     model = resolve_model(cfg.model.name, texts, cfg.cache_dir)
     tokenizer = load_tokenizer(model)
     ident = tokenizer_identity(tokenizer)

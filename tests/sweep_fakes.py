@@ -67,7 +67,7 @@ def fake_sweep(run_dir: Path):
     (run_dir / SPACE_FILE).write_text(json.dumps(space_to_json(dists)))
     trainable = fake_trainable(EPOCHS, FAILING_LR)
     run_stage(cfg, run_dir, "search", trainable, concurrency=1, param_space={"training.lr": tune.grid_search(LRS)},
-            scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))
+              scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))
     second_stage(cfg, run_dir, dists, trainable, concurrency=1)
     retrain(cfg, run_dir, write_summary(str(run_dir))[0]["best"]["params"], trainable, concurrency=1)
     return cfg
