@@ -50,20 +50,10 @@ def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
     the file, row and field)."""
     validate_prep(cfg)
     say = print if verbose else (lambda *a, **k: None)
-    loaded: list[Source] = []
-
-    def source() -> Source:
-        if not loaded:
-            loaded.append(load_source(cfg))
-        return loaded[0]
-
-    def texts() -> list[str]:
-        return loaded[0].texts if loaded else source_texts(cfg)
-
     files = source_files(cfg)
     if not files or not all(f.is_file() for f in files):
-        source()  # the loader's error names what is missing
-    model = resolve_model(cfg.model.name, texts, cfg.cache_dir)
+        load_source(cfg)  # raises: the loader's error names what is missing
+    model = resolve_model(cfg.model.name, lambda: source_texts(cfg), cfg.cache_dir)
     tokenizer = load_tokenizer(model)
     ident = tokenizer_identity(tokenizer)
     settings = feature_settings(cfg)
@@ -75,11 +65,11 @@ def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
         fs.meta.update(model=model, cache_path=str(path), cache_hit=True)
         return fs
     say(f"features: building {cfg.task} features with {model} -> {path}")
-    built = source()
-    fs = featurize_source(built, cfg, tokenizer)
-    built.report.cache = {"key": key, "path": str(path)}
-    fs.meta.update(key=key, tokenizer=ident, settings=settings, manifest=built.manifest,
-                   report=built.report.to_dict(), model=model)
+    source = load_source(cfg)
+    fs = featurize_source(source, cfg, tokenizer)
+    source.report.cache = {"key": key, "path": str(path)}
+    fs.meta.update(key=key, tokenizer=ident, settings=settings, manifest=source.manifest,
+                   report=source.report.to_dict(), model=model)
     save_featureset(fs, path)
     fs.meta.update(cache_path=str(path), cache_hit=False)
     return fs
