@@ -77,7 +77,7 @@ def demo_features(train_config, tmp_path_factory):
 # The suite runs on two pytest-xdist workers (pyproject: -n 2), whole modules at a time so module
 # fixtures are built once. The modules that start Ray (local clusters, heads, sweeps) form two units,
 # each run module after module in one worker, so at most two of the suite's Rays run at once, each on
-# ports of its own (ray_helpers: own_ray_address, head_args, local_ray). Units are handed out longest
+# ports of its own (ray_helpers: local_ray, local_cluster, head_args). Units are handed out longest
 # first: the two Ray units, then the CPU-bound modules that take minutes, then the rest, to whichever
 # worker is free.
 RAY_UNITS = {
