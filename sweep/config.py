@@ -19,6 +19,7 @@ from plumbing.errors import ConfigError
 from trainable.config import TrainConfig, TrainingConfig, validate_train
 
 SCHEDULERS = ("asha", "fifo")
+SEARCHERS = ("tpe", "random")
 REAL_DATASETS = ("redsm5", "squad_v2")
 DEFAULT_RETRAIN_SEEDS = 3
 SQLITE = "sqlite:///"
@@ -39,8 +40,12 @@ class SweepSection:
     gpus_per_worker: float = doc("GPUs per worker; fractions (0.5, 0.25) let small trials share a GPU", 0.0)
     max_failures: int = doc("times a trial is retried from its last checkpoint before it errors: Ray Train "
                             "restarts failed workers, and Tune a trial driver lost with its node", 2)
+    searcher: str = doc("tpe (Optuna's seeded TPE) | random (seeded random search, e.g. as a baseline)", "tpe")
     startup_trials: int | None = doc(
         "random trials before TPE models the results (default: about a third of num_samples, 2..10)", None)
+    storage: str | None = doc(
+        "Optuna storage URL of the search's studies (one per stage, named <out_dir name>/<stage>); default "
+        "sqlite:///<out_dir>/study.db (optuna.load_study and optuna-dashboard read it)", None)
     two_stage: bool | None = doc(
         "after the search, a narrowed second stage around the top_k configs "
         "(default: on for redsm5/squad_v2, off for demo)", None)
@@ -129,6 +134,11 @@ def validate_sweep(cfg: Any) -> None:
     s = cfg.sweep
     if s.scheduler not in SCHEDULERS:
         raise ConfigError("sweep.scheduler", f"must be one of {', '.join(SCHEDULERS)}; got {s.scheduler!r}")
+    if s.searcher not in SEARCHERS:
+        raise ConfigError("sweep.searcher", f"must be one of {', '.join(SEARCHERS)}; got {s.searcher!r}")
+    if s.storage is not None and "://" not in str(s.storage):
+        raise ConfigError("sweep.storage", f"is an Optuna storage URL (sqlite:///path.db, "
+                                           f"postgresql://host/db); got {s.storage!r}")
     for key in ("num_samples", "grace_period", "workers_per_trial", "top_k", "stage2_samples"):
         _at_least(f"sweep.{key}", getattr(s, key), 1)
     _at_least("sweep.reduction_factor", s.reduction_factor, 2)

@@ -19,7 +19,7 @@ from plumbing import storage
 from sweep.config import EVENTS, train_dict
 from sweep.driver import trial_config, trial_dir_of
 from sweep.trials import read_error, read_stops
-from trainable.session import METRIC
+from trainable.session import BEST_METRIC, METRIC
 from trainable.tensorboard import TB_DIR, flat_hparams, write_end
 
 
@@ -45,7 +45,7 @@ class TrialEvents(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         if "epoch" in result and METRIC in result:
-            best = result.get("best_metric", result[METRIC])
+            best = result.get(BEST_METRIC, result[METRIC])
             self.say(trial, f"epoch {result['epoch']}/{self.planned(trial)}: {self.metric_label} "
                             f"{_fmt4(result[METRIC])} (best {_fmt4(best)})")
 
@@ -53,7 +53,7 @@ class TrialEvents(Callback):
         reason = self.end_reason(trial)
         last = trial.last_result or {}
         epoch, planned = int(last.get("epoch", 0)), self.planned(trial)
-        best = f"best {self.metric_label} {_fmt4(last.get('best_metric'))}"
+        best = f"best {self.metric_label} {_fmt4(last.get(BEST_METRIC))}"
         if reason == "finished":
             self.say(trial, f"finished {epoch}/{planned} epochs ({best})")
         elif reason == "asha":

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import optuna
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (
@@ -30,7 +29,6 @@ from optuna.distributions import (
 
 from plumbing.errors import ConfigError, DataError
 from trainable.config import validate_train
-from trainable.session import METRIC, MODE
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 SEARCHABLE = ("training.", "features.", "augment.")
@@ -225,14 +223,6 @@ def variant_key(params: Mapping[str, Any]) -> str:
     """The name of the feature variant a trial's params select."""
     items = sorted((k, v) for k, v in params.items() if k.startswith("features."))
     return ",".join(f"{k}={v}" for k, v in items) or "base"
-
-
-def make_searcher(dists: Mapping[str, BaseDistribution], seed: int, n_startup: int):
-    """Seeded TPE: the same seed and the same results propose the same configs."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
-    return OptunaSearch(space=dict(dists), metric=METRIC, mode=MODE, sampler=sampler)
 
 
 def narrow(dists: Mapping[str, BaseDistribution], top: Iterable[Mapping[str, Any]],

@@ -15,16 +15,15 @@ from omegaconf import OmegaConf
 
 from plumbing import storage
 from plumbing.jsonio import write_json
-from sweep.config import RAY_OUTPUT, retrain_seed_count, startup_trials, train_dict
+from sweep.config import RAY_OUTPUT, SQLITE, retrain_seed_count, startup_trials, train_dict
 from sweep.driver import DRIVER_RESOURCES, driver, trial_config
 from sweep.output import info, tune_output
 from sweep.resources import TrialResources
+from sweep.scheduler import make_scheduler
+from sweep.searcher import STUDY_FILE
 from sweep.sharing import Shared
 from sweep.space import (
-    METRIC,
-    MODE,
     describe,
-    make_searcher,
     max_epochs,
     narrow,
     space_from_json,
@@ -41,35 +40,23 @@ TIMINGS_FILE = "timings.json"
 STAGE2_SPACE_FILE = "stage2_space.json"
 
 
-def _recording_asha():
-    """ASHA that appends each of its stop decisions to the run dir, so summaries can say "asha"."""
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
+    """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
+    from sweep.searcher import check_new_study, make_searcher, storage_url, study_name
 
-    class RecordingASHA(ASHAScheduler):
-        def __init__(self, log_path: str, experiment: str, **kwargs):
-            super().__init__(**kwargs)
-            self.log_path, self.experiment = log_path, experiment
-
-        def on_trial_result(self, tune_controller, trial, result):
-            action = super().on_trial_result(tune_controller, trial, result)
-            if action == TrialScheduler.STOP:
-                entry = {"experiment": self.experiment, "trial_id": trial.trial_id,
-                         "epoch": result.get("epoch")}
-                before = storage.read_text(self.log_path) if storage.exists(self.log_path) else ""
-                storage.write_text(self.log_path, before + json.dumps(entry) + "\n")  # an object store appends so
-            return action
-
-    return RecordingASHA
+    url, name = storage_url(run_dir, cfg.sweep.storage, cfg.cache_dir), study_name(run_dir, stage)
+    mirror = storage.join(run_dir, STUDY_FILE) if storage.is_uri(run_dir) and not cfg.sweep.storage else None
+    if mirror and storage.exists(mirror):  # a resumed sweep on a bucket: its study comes down first
+        local = Path(url.removeprefix(SQLITE))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(storage.read_bytes(mirror))
+    if cfg.resume is None and cfg.sweep.storage:
+        check_new_study(url, name)
+    return make_searcher(dists, seed, n_startup, kind=cfg.sweep.searcher, url=url, name=name, mirror_to=mirror)
 
 
-def make_scheduler(cfg, run_dir: str, experiment: str, max_t: int):
-    from ray.tune.schedulers import FIFOScheduler
-
-    if cfg.sweep.scheduler == "fifo":
-        return FIFOScheduler()
-    return _recording_asha()(storage.join(run_dir, STOPS_FILE), experiment, time_attr="epoch", metric=METRIC,
-                             mode=MODE, max_t=max_t, grace_period=cfg.sweep.grace_period,
-                             reduction_factor=cfg.sweep.reduction_factor)
+def scheduler_for(cfg, run_dir: str, stage: str, dists):
+    return make_scheduler(cfg, run_dir, stage, max_epochs(cfg, dists), storage.join(run_dir, STOPS_FILE))
 
 
 def _first_result_callback(run_dir: str):
@@ -109,7 +96,8 @@ def trainable_for(cfg, shared: Shared):
 
 def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_samples: int = 1,
               searcher=None, scheduler=None, param_space: dict | None = None) -> None:
-    """One Tune experiment under run_dir/name; continues it when it already exists."""
+    """One Tune experiment under run_dir/name; continues it when it already exists (``searcher`` makes
+    the searcher of a new one; a restored experiment brings its own back)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -128,8 +116,8 @@ def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_
                              verbose=cfg.sweep.verbose)
         tuner = tune.Tuner(
             trainable, param_space=param_space or {},
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
-                                        max_concurrent_trials=concurrency,
+            tune_config=tune.TuneConfig(search_alg=searcher() if searcher else None, scheduler=scheduler,
+                                        num_samples=num_samples, max_concurrent_trials=concurrency,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=name, storage_path=storage.for_ray(run_dir)[0], storage_filesystem=fs,
                                       verbose=1 if cfg.sweep.verbose >= RAY_OUTPUT else 0,
@@ -159,8 +147,8 @@ class Interrupted(Exception):
 
 def search(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
     run_stage(cfg, run_dir, STAGE1, trainable, concurrency=concurrency, num_samples=cfg.sweep.num_samples,
-              searcher=make_searcher(dists, cfg.seed, startup_trials(cfg)),
-              scheduler=make_scheduler(cfg, run_dir, STAGE1, max_epochs(cfg, dists)))
+              searcher=lambda: searcher_for(cfg, run_dir, STAGE1, dists, cfg.seed, startup_trials(cfg)),
+              scheduler=scheduler_for(cfg, run_dir, STAGE1, dists))
 
 
 def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
@@ -176,8 +164,8 @@ def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
     info(cfg, f"sweep: stage 2 space {describe(narrowed)}")
     n = cfg.sweep.stage2_samples
     run_stage(cfg, run_dir, STAGE2, trainable, concurrency=min(concurrency, n), num_samples=n,
-              searcher=make_searcher(narrowed, cfg.seed + 1, min(startup_trials(cfg), n)),
-              scheduler=make_scheduler(cfg, run_dir, STAGE2, max_epochs(cfg, narrowed)))
+              searcher=lambda: searcher_for(cfg, run_dir, STAGE2, narrowed, cfg.seed + 1, min(startup_trials(cfg), n)),
+              scheduler=scheduler_for(cfg, run_dir, STAGE2, narrowed))
 
 
 def retrain(cfg, run_dir: str, params: dict[str, Any], trainable, concurrency: int) -> None:

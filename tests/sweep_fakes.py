@@ -21,8 +21,8 @@ def fake_trial(config, epochs: int, failing_lr: float):
     for epoch in range(1, epochs + 1):
         if config["training.lr"] == failing_lr:
             raise RuntimeError(f"CUDA out of memory (simulated) in trial with lr={failing_lr:g}")
-        tune.report({"epoch": epoch, "metric": quality * epoch / epochs, "val_f1": quality * epoch / epochs,
-                     "train_loss": 1.0 / epoch})
+        value = quality * epoch / epochs
+        tune.report({"epoch": epoch, "metric": value, "best_metric": value, "val_f1": value, "train_loss": 1.0 / epoch})
 
 
 def fake_trainable(epochs: int, failing_lr: float):
@@ -58,7 +58,7 @@ def fake_sweep(run_dir: Path):
     from ray import tune
 
     from sweep.space import space_to_json, to_distributions
-    from sweep.stages import make_scheduler, retrain, run_stage, second_stage
+    from sweep.stages import retrain, run_stage, scheduler_for, second_stage
     from sweep.summary import SPACE_FILE, write_summary
 
     cfg = new_run_dir(run_dir, EPOCHS, f"sweep.top_k={TOP_K}", f"sweep.stage2_samples={STAGE2_SAMPLES}",
@@ -67,7 +67,37 @@ def fake_sweep(run_dir: Path):
     (run_dir / SPACE_FILE).write_text(json.dumps(space_to_json(dists)))
     trainable = fake_trainable(EPOCHS, FAILING_LR)
     run_stage(cfg, run_dir, "search", trainable, concurrency=1, param_space={"training.lr": tune.grid_search(LRS)},
-              scheduler=make_scheduler(cfg, run_dir, "search", EPOCHS))
+              scheduler=scheduler_for(cfg, str(run_dir), "search", dists))
     second_stage(cfg, run_dir, dists, trainable, concurrency=1)
     retrain(cfg, run_dir, write_summary(str(run_dir))[0]["best"]["params"], trainable, concurrency=1)
     return cfg
+
+
+def curve_trial(config, epochs: int, stop_file: str, driver_pid: int):
+    """A saturating learning curve whose height depends on lr; the fourth trial to start sends the driver
+    SIGTERM once (``stop_file`` marks that it was sent), as an operator stopping the sweep would."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from ray import tune
+
+    started = Path(stop_file).parent / "started"
+    started.mkdir(exist_ok=True)
+    (started / tune.get_context().get_trial_id()).touch()
+    if len(list(started.iterdir())) == 4 and not Path(stop_file).exists():
+        Path(stop_file).touch()
+        os.kill(driver_pid, signal.SIGTERM)
+        time.sleep(60)  # Tune stops the trial with the sweep
+    quality = 1.0 - abs(math.log10(config["training.lr"]) + 3) / 3
+    for epoch in range(1, epochs + 1):
+        value = quality * (1 - 0.5 ** epoch)
+        tune.report({"epoch": epoch, "metric": value, "best_metric": value})
+
+
+def curve_trainable(epochs: int, stop_file: str, driver_pid: int):
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(curve_trial, epochs=epochs, stop_file=stop_file,
+                                                    driver_pid=driver_pid), {"cpu": 1})

@@ -36,7 +36,7 @@ from trainable.config import TrainConfig, check_device, metric_name, validate_tr
 from trainable.evaluation import chosen_thresholds, evaluate
 from trainable.losses import class_alpha
 from trainable.models import TaskModel, build_model
-from trainable.session import METRIC, LocalSession, RaySession, Session
+from trainable.session import BEST_METRIC, METRIC, LocalSession, RaySession, Session
 from trainable.tensorboard import TBLogger, flat_hparams
 
 EXTRA_KEYS = ("features_ref", "tb_dir")
@@ -386,7 +386,7 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     state.epoch = epoch
     state.best = metric if improved else state.best
     state.bad_epochs = 0 if improved else state.bad_epochs + 1
-    report = {"epoch": epoch + 1, METRIC: metric, "best_metric": state.best,
+    report = {"epoch": epoch + 1, METRIC: metric, BEST_METRIC: state.best,
               **{f"val_{k}": v for k, v in result.scalars.items()}, "val_loss": result.loss,
               "lr": run.scheduler.get_last_lr()[0], **train_stats}
     tb.epoch(epoch + 1, report, state.best)

@@ -28,7 +28,8 @@ from ray_helpers import local_cluster
 from plumbing.errors import ConfigError
 from sweep.resources import Node, TrialResources, plan_concurrency
 from sweep.run import execute, load_config, prepare_run
-from sweep.space import feature_variants, make_searcher, variant_key
+from sweep.searcher import make_searcher
+from sweep.space import feature_variants, variant_key
 from sweep.trials import read_results
 from trainable.checkpoint import STATE_FILE
 

@@ -15,10 +15,10 @@ from plumbing.cli import parse_config, save_config
 from plumbing.errors import ConfigError, UserError
 from sweep.config import SweepConfig, retrain_seed_count, two_stage_on, validate_sweep
 from sweep.run import load_config
+from sweep.searcher import make_searcher
 from sweep.space import (
     check_space,
     feature_variants,
-    make_searcher,
     narrow,
     resolve_space,
     space_from_json,
@@ -153,7 +153,7 @@ def _proposals(seed: int, n: int = 8) -> list[dict]:
     for i in range(n):
         params = searcher.suggest(f"t{i}")
         out.append(params)
-        searcher.on_trial_complete(f"t{i}", {"metric": -abs(math.log10(params["training.lr"]) + 3)})
+        searcher.on_trial_complete(f"t{i}", {"best_metric": -abs(math.log10(params["training.lr"]) + 3)})
     return out
 
 

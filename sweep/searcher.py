@@ -1,0 +1,180 @@
+"""The sweep's searcher: Optuna told what each trial keeps, its study in Optuna storage.
+
+Ray's ``OptunaSearch`` tells Optuna a trial's *last* result and keys intermediate values by Tune's
+``training_iteration``. A trial here keeps its best epoch (the checkpoint that improved last), and
+a resumed or restarted trial counts Tune's iterations from 1 again, so this searcher (Tune's public
+``Searcher`` interface over Optuna's ask-and-tell) tells Optuna the best-so-far metric
+(``BEST_METRIC``, reported by the loop each epoch) as the trial's value and each epoch's metric at
+step = epoch.
+
+The study lives in Optuna storage: ``sqlite:///<out_dir>/study.db`` by default, or ``sweep.storage``.
+``optuna.load_study`` then reads what TPE learned, ``optuna-dashboard`` shows it, and a resumed
+sweep continues it. On an object-store run directory the SQLite file sits beside the driver (under
+``cache_dir``) and is copied into the run directory whenever Tune saves the searcher's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from ray.tune.search import Searcher
+
+from plumbing import storage
+from plumbing.errors import ConfigError
+from sweep.config import SQLITE
+from trainable.session import BEST_METRIC, METRIC, MODE
+
+STUDY_FILE = "study.db"
+TRIAL_ID_ATTR = "tune_trial_id"  # the Tune trial an Optuna trial was asked for
+DIRECTIONS = {"max": "maximize", "min": "minimize"}
+
+log = logging.getLogger(__name__)
+
+
+def storage_url(run_dir: str, user_url: str | None, cache_dir: str) -> str:
+    """The study's Optuna storage: the user's URL, or study.db in the run directory; for a run directory
+    on object storage, a local mirror keyed by its URI (``sync_study`` copies it up and down)."""
+    if user_url:
+        return user_url
+    if not storage.is_uri(run_dir):
+        return SQLITE + str(Path(run_dir).resolve() / STUDY_FILE)
+    return SQLITE + str(local_mirror(run_dir, cache_dir))
+
+
+def local_mirror(run_dir: str, cache_dir: str) -> Path:
+    key = hashlib.sha256(run_dir.encode()).hexdigest()[:16]
+    return (Path(cache_dir) / "studies" / key / STUDY_FILE).resolve()
+
+
+def study_name(run_dir: str, stage: str) -> str:
+    """``<out_dir name>/<stage>``: readable in optuna-dashboard, distinct in a database shared by sweeps."""
+    return f"{str(run_dir).rstrip('/').rsplit('/', 1)[-1]}/{stage}"
+
+
+def sampler_for(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSampler:
+    """Seeded TPE (random for its first ``n_startup`` trials), or seeded random search."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
+
+
+class TrialSearch(Searcher):
+    """Optuna's ask-and-tell over a study in storage: each Tune trial one Optuna trial (numbered in the
+    order Tune asks, as the trial directories are), told its best metric and its epochs' metrics.
+
+    Tune saves this searcher's state (the sampler with its random state, which trial is which) with
+    its experiment state; ``restore`` reopens the study from storage, so a resumed stage proposes
+    what the uninterrupted one would have, given the same results.
+    """
+
+    def __init__(self, dists: Mapping[str, BaseDistribution], sampler: optuna.samplers.BaseSampler,
+                 url: str | None, name: str, mirror_to: str | None = None):
+        super().__init__(metric=METRIC, mode=MODE)
+        self.dists, self.sampler, self.url, self.name, self.mirror_to = dict(dists), sampler, url, name, mirror_to
+        self.trials: dict[str, int] = {}  # Tune trial id -> the Optuna trial's id in storage
+        self.completed: set[str] = set()
+        self.study = self._open(load_if_exists=True)
+
+    def _open(self, load_if_exists: bool) -> optuna.Study:
+        db = optuna.storages.RDBStorage(self.url) if self.url else None
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per stage
+        try:
+            return optuna.create_study(storage=db, sampler=self.sampler, study_name=self.name,
+                                       direction=DIRECTIONS[MODE], load_if_exists=load_if_exists)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.study.ask(fixed_distributions=self.dists)
+        trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        self.trials[trial_id] = trial._trial_id  # noqa: SLF001 - the handle Optuna's own Trial takes
+        return dict(trial.params)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Each epoch's metric at step = epoch (a resumed trial may report an epoch again: kept once)."""
+        if trial_id not in self.completed and trial_id in self.trials:
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict | None) -> None:
+        if not result or result.get(METRIC) is None or "epoch" not in result:
+            return
+        trial = optuna.trial.Trial(self.study, self.trials[trial_id])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step already reported": an epoch re-run after a resume
+            try:
+                trial.report(float(result[METRIC]), int(result["epoch"]))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told before the sweep was stopped
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """The trial's value is the best metric it reached (its kept checkpoint's), not its last epoch's;
+        a trial without one is FAIL (errored) or PRUNED (stopped before its first epoch ended)."""
+        if trial_id in self.completed or trial_id not in self.trials:
+            return
+        self.completed.add(trial_id)
+        self._report(trial_id, result)  # Tune hands the result that ends a trial here, not to on_trial_result
+        value = (result or {}).get(BEST_METRIC, (result or {}).get(METRIC))
+        trial = optuna.trial.Trial(self.study, self.trials[trial_id])
+        if value is None:
+            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+            value_args: dict[str, Any] = {"state": state}
+        else:
+            value_args = {"values": float(value)}
+        try:
+            self.study.tell(trial, **value_args)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
+            log.warning("searcher: trial %s not told (%s)", trial_id, e)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"sampler": self.sampler, "trials": self.trials, "completed": self.completed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.sampler, self.trials, self.completed = state["sampler"], state["trials"], state["completed"]
+        self.study = self._open(load_if_exists=True)
+        close_orphans(self.study, set(self.trials.values()))
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+        if self.mirror_to and self.url:
+            storage.write_bytes(self.mirror_to, Path(self.url.removeprefix(SQLITE)).read_bytes())
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+def close_orphans(study: optuna.Study, known: set[int]) -> None:
+    """Trials the study holds as RUNNING that the restored searcher never asked (the driver was killed
+    after asking and before Tune saved its state) end as FAIL, so TPE does not count them as running."""
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t._trial_id not in known:  # noqa: SLF001
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def make_searcher(dists: Mapping[str, BaseDistribution], seed: int, n_startup: int, *, kind: str = "tpe",
+                  url: str | None = None, name: str = "search", mirror_to: str | None = None) -> TrialSearch:
+    """The searcher of one stage: the same seed and the same results propose the same configs.
+
+    ``url`` None keeps the study in memory (tests of the proposals alone)."""
+    return TrialSearch(dists, sampler_for(kind, seed, n_startup), url, name, mirror_to)
+
+
+def check_new_study(url: str, name: str) -> None:
+    """A new sweep must not continue another sweep's study of the same name in a shared database."""
+    try:
+        names = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    except Exception as e:  # noqa: BLE001 - any storage failure is the user's URL
+        raise ConfigError("sweep.storage", f"Optuna cannot open {url!r}: {e}") from None
+    if name in names:
+        raise ConfigError("sweep.storage", f"{url} already holds a study named {name!r}; resume that sweep "
+                                           "(resume=RUN_DIR), give another out_dir, or another sweep.storage")
