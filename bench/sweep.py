@@ -1,16 +1,15 @@
-"""Benchmark of the sweep on the demo: ASHA against FIFO for the same trials, and where time goes.
+"""Benchmark of the search on the demo: the product against what a user has without it.
 
-    python bench/sweep.py [key=value ...]     (overrides go to both sweeps; default out: runs/bench)
+    python bench/sweep.py [--seeds N] [key=value ...]     (overrides go to every sweep; out: runs/bench)
 
-Defaults: task=pair and training.patience=0 (so FIFO really trains every epoch). On the demo,
-the span task's validation F1 sits at the no-answer rate after one epoch for almost any config,
-so every trial ties and ASHA has nothing to stop; the pair task's F1 separates configs.
-
-Runs ``python -m sweep.run`` twice as a user would (a fresh local Ray each time, same seed, so the
-same first proposals), once with sweep.scheduler=asha and once with fifo, then prints for each:
-total epochs trained, wall time, best validation metric, time from the command to the first
-trial result, time the controller spent preparing and sharing features, and the trials' summed
-training time.
+For each seed, three ``python -m sweep.run`` on the demo with the same number of trials, as a user
+would run them (a fresh local Ray each): the product (seeded TPE + ASHA, its defaults), random
+search + FIFO and TPE + FIFO (``training.patience=0``: every trial trains every epoch). It prints
+for each: the best validation metric (mean and spread over seeds), epochs trained, wall time, and
+the epochs it took until the best so far came within 0.01 of the sweep's final best (trials in
+creation order, each trial's epochs read from the sweep's Optuna study). From the FIFO sweeps,
+whose trials all run to the end, it prints how well a rung ranks the trials against their final
+best (Spearman): the best metric so far at the rung (what ASHA compares) and the epoch's own.
 
     python bench/sweep.py --job [key=value ...]
 
@@ -39,7 +38,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-DEFAULTS = ["task=pair", "training.patience=0"]
+DEFAULTS = ["task=pair"]
+ARMS = {  # name -> the overrides that make it
+    "tpe+asha": ["sweep.searcher=tpe", "sweep.scheduler=asha"],
+    "random+fifo": ["sweep.searcher=random", "sweep.scheduler=fifo", "training.patience=0"],
+    "tpe+fifo": ["sweep.searcher=tpe", "sweep.scheduler=fifo", "training.patience=0"],
+}
+WITHIN = 0.01
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_START_S = 120
@@ -47,8 +52,9 @@ JOB_S = 1200
 
 
 def run_sweep(scheduler: str, out: Path, overrides: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "sweep.run", f"out_dir={out}", f"sweep.scheduler={scheduler}",
-           "sweep.verbose=0", *overrides]
+    """``scheduler`` names the run (an ARMS key, or asha/fifo); ``overrides`` come after it and win."""
+    arm = ARMS.get(scheduler, [f"sweep.scheduler={scheduler}"])
+    cmd = [sys.executable, "-m", "sweep.run", f"out_dir={out}", *arm, "sweep.verbose=0", *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     shutil.rmtree(out, ignore_errors=True)  # the bench's own output: a fresh sweep each time
@@ -128,7 +134,8 @@ def start_head(temp: str, log: Path) -> tuple[subprocess.Popen, str, float]:
 
 
 def stop_head(proc: subprocess.Popen, temp: str) -> None:
-    """SIGKILL the head's process group: ``ray start`` and every process it started (see RAY-NOTES)."""
+    """SIGKILL the head's process group: ``ray start`` and every process it started (SIGTERM to
+    ``ray start --block`` leaves its processes running)."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     shutil.rmtree(temp, ignore_errors=True)
@@ -171,13 +178,91 @@ def job_main(out_root: Path, overrides: list[str]) -> None:
                                                         indent=1))
 
 
+def curves(out: Path) -> list[list[float]]:
+    """Each search trial's metric per epoch, in creation order, from the sweep's Optuna study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name=f"{out.name}/search", storage=url)
+    return [[t.intermediate_values[e] for e in sorted(t.intermediate_values)] for t in study.trials]
+
+
+def epochs_to_best(trials: list[list[float]], final_best: float) -> int:
+    """Epochs trained (trials in creation order) until the best so far came within WITHIN of final_best."""
+    spent = 0
+    for curve in trials:
+        for value in curve:
+            spent += 1
+            if value >= final_best - WITHIN:
+                return spent
+    return spent
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    import pandas as pd
+
+    return float(pd.Series(a).corr(pd.Series(b), method="spearman"))
+
+
+def rank_correlations(fifo_curves: list[list[list[float]]]) -> list[tuple[int, float, float]]:
+    """(rung epoch, Spearman of best-so-far vs final best, of the epoch's value vs final best), over the
+    trials of every FIFO sweep (each sweep's trials ranked within it, then averaged)."""
+    out = []
+    longest = min(len(c) for trials in fifo_curves for c in trials)
+    for rung in range(1, longest):
+        so_far, own = [], []
+        for trials in fifo_curves:
+            final = [max(c) for c in trials]
+            so_far.append(spearman([max(c[:rung]) for c in trials], final))
+            own.append(spearman([c[rung - 1] for c in trials], final))
+        out.append((rung, sum(so_far) / len(so_far), sum(own) / len(own)))
+    return out
+
+
+def compare_main(out_root: Path, overrides: list[str], seeds: list[int]) -> None:
+    rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    fifo_curves = []
+    for seed in seeds:
+        for arm in ARMS:
+            out = (out_root / f"{arm}-s{seed}").resolve()
+            row = run_sweep(arm, out, [*overrides, f"seed={seed}"])
+            trials = curves(out)
+            row["to_best"] = epochs_to_best(trials, row["best"])
+            rows[arm].append(row)
+            if arm.endswith("fifo"):
+                fifo_curves.append(trials)
+            print(f"seed {seed} {arm}: best {row['best']:.4f}, {row['epochs']} epochs, {row['wall_s']:.0f} s",
+                  flush=True)
+    print(f"\n{len(seeds)} seed(s), {rows['tpe+asha'][0]['trials']} trials each")
+    print(f"{'search':<12} {'best (mean)':>11} {'min..max':>15} {'epochs':>7} {'wall s':>7} {'epochs to best':>14}")
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    for arm, rs in rows.items():
+        bests = [r["best"] for r in rs]
+        print(f"{arm:<12} {mean(rs, 'best'):>11.4f} {min(bests):>7.4f}..{max(bests):.4f} {mean(rs, 'epochs'):>7.1f} "
+              f"{mean(rs, 'wall_s'):>7.0f} {mean(rs, 'to_best'):>14.1f}")
+    product, baseline = rows["tpe+asha"], rows["random+fifo"]
+    print(f"TPE + ASHA vs random + FIFO: best {mean(product, 'best'):.4f} vs {mean(baseline, 'best'):.4f} at "
+          f"{mean(product, 'epochs') / mean(baseline, 'epochs'):.2f} of its epochs and "
+          f"{mean(product, 'wall_s') / mean(baseline, 'wall_s'):.2f} of its wall time")
+    print("rank correlation (Spearman) with the final best, FIFO trials:")
+    print(f"{'rung epoch':>10} {'best so far':>11} {'epoch value':>11}")
+    for rung, so_far, own in rank_correlations(fifo_curves):
+        print(f"{rung:>10} {so_far:>11.3f} {own:>11.3f}")
+    (out_root / "bench_search.json").write_text(json.dumps(rows, indent=1))
+
+
 def main(argv: list[str]) -> None:
     out_root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("out_dir=")), "runs/bench"))
-    overrides = DEFAULTS + [a for a in argv if not a.startswith("out_dir=") and a != "--job"]  # later ones win
+    seeds = int(argv[argv.index("--seeds") + 1]) if "--seeds" in argv else 0
+    flags = {"--job", "--seeds", str(seeds)} if seeds else {"--job"}
+    overrides = DEFAULTS + [a for a in argv if not a.startswith("out_dir=") and a not in flags]  # later ones win
     out_root.mkdir(parents=True, exist_ok=True)
     if "--job" in argv:
         return job_main(out_root, overrides)
-    rows = [run_sweep(s, (out_root / s).resolve(), overrides) for s in ("asha", "fifo")]
+    if seeds:
+        return compare_main(out_root, overrides, list(range(seeds)))
+    rows = [run_sweep(s, (out_root / s).resolve(), overrides + ["training.patience=0"]) for s in ("asha", "fifo")]
     head = f"{'scheduler':<9} {'trials':>6} {'epochs':>6} {'wall s':>7} {'best':>8} {'1st result s':>12} " \
            f"{'features s':>10} {'(put s)':>8} {'trials train s':>14}  stopped"
     print(head)

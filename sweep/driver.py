@@ -35,7 +35,7 @@ from sweep.trials import DONE_FILE, PARAMS_FILE, TRAIN_RUN_NAME
 from trainable.session import METRIC, MODE
 from trainable.tensorboard import TB_DIR
 
-DRIVER_RESOURCES = {"cpu": 0, "memory": 1}  # {"cpu": 0} alone is rejected by Tune; see RAY-NOTES
+DRIVER_RESOURCES = {"cpu": 0, "memory": 1}  # {"cpu": 0} alone is rejected by Tune (Ray 2.60)
 FAILURE_FILE = "driver_error.json"  # in the trial dir: what this trial's driver raised, in which sweep
 WATCH_S = 5.0  # how often a driver checks that the alive nodes can hold its worker group
 

@@ -219,6 +219,11 @@ def feature_variants(dists: Mapping[str, BaseDistribution]) -> list[dict[str, An
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
+def combinations(dists: Mapping[str, BaseDistribution]) -> int:
+    """How many combinations of choices the categorical parameters make."""
+    return math.prod(len(d.choices) for d in dists.values() if isinstance(d, CategoricalDistribution))
+
+
 def variant_key(params: Mapping[str, Any]) -> str:
     """The name of the feature variant a trial's params select."""
     items = sorted((k, v) for k, v in params.items() if k.startswith("features."))

@@ -19,10 +19,9 @@ from sweep.config import RAY_OUTPUT, SQLITE, retrain_seed_count, startup_trials,
 from sweep.driver import DRIVER_RESOURCES, driver, trial_config
 from sweep.output import info, tune_output
 from sweep.resources import TrialResources
-from sweep.scheduler import make_scheduler
-from sweep.searcher import STUDY_FILE
 from sweep.sharing import Shared
 from sweep.space import (
+    combinations,
     describe,
     max_epochs,
     narrow,
@@ -42,7 +41,7 @@ STAGE2_SPACE_FILE = "stage2_space.json"
 
 def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
     """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
-    from sweep.searcher import check_new_study, make_searcher, storage_url, study_name
+    from sweep.searcher import STUDY_FILE, check_new_study, make_searcher, storage_url, study_name
 
     url, name = storage_url(run_dir, cfg.sweep.storage, cfg.cache_dir), study_name(run_dir, stage)
     mirror = storage.join(run_dir, STUDY_FILE) if storage.is_uri(run_dir) and not cfg.sweep.storage else None
@@ -56,6 +55,8 @@ def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int
 
 
 def scheduler_for(cfg, run_dir: str, stage: str, dists):
+    from sweep.scheduler import make_scheduler  # Ray is imported after sweep.output.quiet_ray
+
     return make_scheduler(cfg, run_dir, stage, max_epochs(cfg, dists), storage.join(run_dir, STOPS_FILE))
 
 
@@ -147,7 +148,8 @@ class Interrupted(Exception):
 
 def search(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
     run_stage(cfg, run_dir, STAGE1, trainable, concurrency=concurrency, num_samples=cfg.sweep.num_samples,
-              searcher=lambda: searcher_for(cfg, run_dir, STAGE1, dists, cfg.seed, startup_trials(cfg)),
+              searcher=lambda: searcher_for(cfg, run_dir, STAGE1, dists, cfg.seed,
+                                            startup_trials(cfg, combinations(dists))),
               scheduler=scheduler_for(cfg, run_dir, STAGE1, dists))
 
 
@@ -164,7 +166,8 @@ def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
     info(cfg, f"sweep: stage 2 space {describe(narrowed)}")
     n = cfg.sweep.stage2_samples
     run_stage(cfg, run_dir, STAGE2, trainable, concurrency=min(concurrency, n), num_samples=n,
-              searcher=lambda: searcher_for(cfg, run_dir, STAGE2, narrowed, cfg.seed + 1, min(startup_trials(cfg), n)),
+              searcher=lambda: searcher_for(cfg, run_dir, STAGE2, narrowed, cfg.seed + 1,
+                                            min(startup_trials(cfg, combinations(narrowed)), n)),
               scheduler=scheduler_for(cfg, run_dir, STAGE2, narrowed))
 
 

@@ -132,7 +132,7 @@ def wait_for(condition, proc, log, what: str, timeout_s: float = SWEEP_WAIT_S):
 
 
 def client_env(temp: str) -> dict[str, str]:
-    """What a user's shell needs to talk to a token-authenticated head (see RAY-NOTES): the head's
+    """What a user's shell needs to talk to a token-authenticated head (README: Authentication): the head's
     token, here a file of its own in the head's temp dir (``ray start --head`` with token auth needs
     one to exist; the user's ~/.ray/auth_token is neither read nor written)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}

@@ -54,6 +54,9 @@ class TrainingConfig:
 
 @dataclass
 class TrainConfig(PrepConfig):
+    task: str = doc("span | span_crf | pair (default pair: on the demo corpus the tiny model learns it within "
+                    "its default epochs; the span heads want model.name=tiny-deberta or a pretrained encoder)",
+                    "pair")
     out_dir: str = doc("run directory: checkpoint, config.yaml, metrics.json, tb/", "runs/single")
     training: TrainingConfig = doc("training settings", factory=TrainingConfig)
     augment: AugmentConfig = doc("evidence-text augmentation of the train split (off by default)",

@@ -69,7 +69,7 @@ def build_trainer(
     the FeatureSet (``ray.put(prepare_features(cfg))``), or None to let each worker prepare the
     features itself from the cache. The DDP backend comes from the layout (``ddp_backend``).
     ``run_config`` carries storage, checkpoint retention and callbacks; for a trial inside a
-    sweep it should put the run under the trial's storage path (see shared RAY-NOTES).
+    sweep it should put the run under the trial's storage path (README: Sweeps and clusters).
     """
     loop_config = dict(config)
     if features_ref is not None:

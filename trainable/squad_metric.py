@@ -1,7 +1,7 @@
 """SQuAD v2.0 exact match and F1, with the HasAns / NoAns split and the best no-answer threshold.
 
 The numbers are meant to be the ones papers report, so every rule follows the official
-``evaluate-v2.0.py`` (tests compare it with that script's scores on shared/fixtures' cases):
+``evaluate-v2.0.py`` (tests compare it with that script's scores on the cases in tests/data):
 answers are compared after normalisation (lower case, no punctuation, no articles, single
 spaces); a question's score is the max over its gold answers; a question with no gold answer
 (or only answers that normalise to nothing) is answered correctly only by "".

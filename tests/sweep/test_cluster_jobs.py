@@ -88,7 +88,7 @@ def test_sweep_submitted_as_a_job_survives_ray_job_stop_and_resumes(head, tmp_pa
     args = ["task=pair", f"out_dir={run_dir}", f"cache_dir={tmp_path / 'cache'}", "data.demo_posts=120",
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16", "sweep.num_samples=2",
             "sweep.max_concurrent=1", "sweep.scheduler=fifo", "sweep.final_test=false",
-            "sweep.space.training.batch_size=null", "sweep.space.training.epochs=null"]
+            "sweep.space.training.batch_size=null"]
     first = submit(head, *args)
 
     def first_trial_mid_way():  # the first trial has checkpointed its first epoch and goes on

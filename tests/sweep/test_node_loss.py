@@ -53,7 +53,6 @@ def sweep_args(tmp: Path, cache: str, *extra: str) -> list[str]:
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=16", "training.grad_accum=1",
             "sweep.num_samples=1", "sweep.scheduler=fifo", "sweep.verbose=1", "sweep.final_test=false",
             "sweep.space.training.lr=[5e-3]", "sweep.space.training.batch_size=null",
-            "sweep.space.training.grad_accum=null", "sweep.space.training.epochs=null",
             "sweep.space.features.max_length=[96]", *extra]
 
 

@@ -35,8 +35,7 @@ EPOCHS = 2
 def sweep_args(out_dir: str, cache: str) -> list[str]:
     return ["task=pair", f"out_dir={out_dir}", f"cache_dir={cache}", "data.demo_posts=60",
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "sweep.num_samples=1",
-            "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.space.training.batch_size=null",
-            "sweep.space.training.epochs=null", "sweep.space.features.max_length=null"]
+            "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.space.training.batch_size=null"]
 
 
 @pytest.fixture(scope="module")

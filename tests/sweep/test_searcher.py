@@ -108,3 +108,15 @@ def test_a_new_sweep_refuses_a_study_name_taken_in_shared_storage(tmp_path):
     check_new_study(url, "other/search")
     with pytest.raises(ConfigError, match="already holds a study named 'runs/search'"):
         check_new_study(url, "runs/search")
+
+
+def test_importing_the_sweep_command_leaves_ray_unimported():
+    """sweep.run sets Ray's environment (token auth for its local Ray, quiet logs) before Ray is imported;
+    a module that imports Ray at load time made the local Ray refuse the driver's own connection."""
+    import subprocess
+    import sys
+
+    code = "import sys, sweep.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

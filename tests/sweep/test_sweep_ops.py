@@ -39,7 +39,6 @@ def sweep_cmd(run_dir: Path | str, cache: str, *extra: str) -> list[str]:
             "data.demo_posts=60", "training.epochs=2", "training.patience=0", "training.batch_size=16",
             "sweep.num_samples=2", "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.final_test=false",
             "sweep.space.training.lr=[3e-3,5e-3]", "sweep.space.training.batch_size=null",
-            "sweep.space.training.grad_accum=null", "sweep.space.training.epochs=null",
             "sweep.space.features.max_length=[96]", *extra]
 
 

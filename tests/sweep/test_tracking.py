@@ -30,7 +30,6 @@ def sweep_args(tmp: Path, cache: str, uri: str, *extra: str) -> list[str]:
             f"training.epochs={EPOCHS}", "training.patience=0", "training.batch_size=32", "seed=0",
             "sweep.scheduler=fifo", "sweep.verbose=0", "sweep.startup_trials=2",
             "sweep.space.training.lr=[1e-3,3e-3]", "sweep.space.training.batch_size=null",
-            "sweep.space.training.grad_accum=null", "sweep.space.training.epochs=null",
             "sweep.space.features.max_length=[64]", "tracking.mlflow=true", f"tracking.tracking_uri={uri}",
             *extra]
 

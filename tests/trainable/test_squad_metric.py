@@ -1,6 +1,6 @@
 """SQuAD v2 metric: checked against the official evaluation's numbers on fixed cases, plus hand cases.
 
-The expected numbers live in ``shared/fixtures/squad_v2_official_cases.json`` beside the checkout:
+The expected numbers live in ``tests/data/squad_v2_official_cases.json``:
 37 synthetic cases (unicode, articles, punctuation-only answers, several gold answers, ties in
 na_probs, thresholds, no na_probs) with the scores the official ``evaluate-v2.0.py`` logic gives them.
 """
@@ -13,16 +13,13 @@ import pytest
 
 from trainable.squad_metric import exact_match, f1, normalize_answer, squad_v2_scores
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "squad_v2_official_cases.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "squad_v2_official_cases.json"
 N_CASES = 37
 
 
 @functools.cache
 def official_cases() -> list[dict]:
-    """The cases; a missing file fails every test that needs it (CI clones shared/ beside the project)."""
-    if not FIXTURE.is_file():
-        pytest.fail(f"{FIXTURE} is missing: the SQuAD v2 metric is checked against the official numbers "
-                    "in it; check out the shared/ folder beside this repository")
+    """The cases (a file of the repository's tests)."""
     return json.loads(FIXTURE.read_text(encoding="utf-8"))["cases"]
 
 
