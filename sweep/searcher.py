@@ -139,6 +139,7 @@ class TrialSearch(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.sampler, self.trials, self.completed = state["sampler"], state["trials"], state["completed"]
+        fetch_mirror(self.url, self.mirror_to)  # the study saved with this state, maybe on another machine
         self.study = self._open(load_if_exists=True)
         close_orphans(self.study, set(self.trials.values()))
 
@@ -151,6 +152,14 @@ class TrialSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.set_state(pickle.load(f))
+
+
+def fetch_mirror(url: str | None, mirror_to: str | None) -> None:
+    """Bring a bucket run directory's study.db down to the local SQLite file ``url`` names."""
+    if url and mirror_to and storage.exists(mirror_to):
+        local = Path(url.removeprefix(SQLITE))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(storage.read_bytes(mirror_to))
 
 
 def close_orphans(study: optuna.Study, known: set[int]) -> None:

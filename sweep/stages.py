@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from plumbing import storage
 from plumbing.jsonio import write_json
-from sweep.config import RAY_OUTPUT, SQLITE, retrain_seed_count, startup_trials, train_dict
+from sweep.config import RAY_OUTPUT, retrain_seed_count, startup_trials, train_dict
 from sweep.driver import DRIVER_RESOURCES, driver, trial_config
 from sweep.output import info, tune_output
 from sweep.resources import TrialResources
@@ -41,14 +41,11 @@ STAGE2_SPACE_FILE = "stage2_space.json"
 
 def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
     """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
-    from sweep.searcher import STUDY_FILE, check_new_study, make_searcher, storage_url, study_name
+    from sweep.searcher import STUDY_FILE, check_new_study, fetch_mirror, make_searcher, storage_url, study_name
 
     url, name = storage_url(run_dir, cfg.sweep.storage, cfg.cache_dir), study_name(run_dir, stage)
     mirror = storage.join(run_dir, STUDY_FILE) if storage.is_uri(run_dir) and not cfg.sweep.storage else None
-    if mirror and storage.exists(mirror):  # a resumed sweep on a bucket: its study comes down first
-        local = Path(url.removeprefix(SQLITE))
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(storage.read_bytes(mirror))
+    fetch_mirror(url, mirror)  # a resumed sweep on a bucket whose stage had not started: its study comes down
     if cfg.resume is None and cfg.sweep.storage:
         check_new_study(url, name)
     return make_searcher(dists, seed, n_startup, kind=cfg.sweep.searcher, url=url, name=name, mirror_to=mirror)
