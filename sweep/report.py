@@ -14,8 +14,8 @@ from plumbing import storage
 from plumbing.cli import parse_config, run_cli
 from plumbing.errors import UserError
 from sweep.plots import write_plots
-from sweep.study import build_study
-from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, write_summary
+from sweep.study import build_study, stored_trials
+from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, run_config, write_summary
 
 DESCRIPTION = """
 Print the leaderboard of a sweep (python -m sweep.run) and rewrite its summary.json,
@@ -36,7 +36,7 @@ def refresh(run_dir: str | Path) -> dict[str, Any]:
     """Rewrite everything derived from the trials; returns the summary (with the plots' names)."""
     run_dir = storage.absolute(run_dir)  # Tune/pyarrow read a relative path as a URI and fail
     summary, records = write_summary(run_dir)
-    study = build_study(records, read_space(run_dir), run_dir)
+    study = build_study(records, read_space(run_dir), run_dir, stored_trials(run_dir, run_config(run_dir)))
     with tempfile.TemporaryDirectory(prefix="sweep-plots-") as tmp:
         local = run_dir if not storage.is_uri(run_dir) else tmp
         summary["plots"] = [p.name for p in write_plots(local, study, summary["primary_metric"])]

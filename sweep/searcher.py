@@ -30,11 +30,8 @@ from ray.tune.search import Searcher
 from plumbing import storage
 from plumbing.errors import ConfigError
 from sweep.config import SQLITE
+from sweep.study import STUDY_FILE, TRIAL_ID_ATTR, quiet_study
 from trainable.session import BEST_METRIC, METRIC, MODE
-
-STUDY_FILE = "study.db"
-TRIAL_ID_ATTR = "tune_trial_id"  # the Tune trial an Optuna trial was asked for
-DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +49,6 @@ def storage_url(run_dir: str, user_url: str | None, cache_dir: str) -> str:
 def local_mirror(run_dir: str, cache_dir: str) -> Path:
     key = hashlib.sha256(run_dir.encode()).hexdigest()[:16]
     return (Path(cache_dir) / "studies" / key / STUDY_FILE).resolve()
-
-
-def study_name(run_dir: str, stage: str) -> str:
-    """``<out_dir name>/<stage>``: readable in optuna-dashboard, distinct in a database shared by sweeps."""
-    return f"{str(run_dir).rstrip('/').rsplit('/', 1)[-1]}/{stage}"
 
 
 def sampler_for(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSampler:
@@ -84,14 +76,10 @@ class TrialSearch(Searcher):
         self.study = self._open(load_if_exists=True)
 
     def _open(self, load_if_exists: bool) -> optuna.Study:
+        if self.url and self.url.startswith(SQLITE):
+            Path(self.url.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)  # a fresh mirror's
         db = optuna.storages.RDBStorage(self.url) if self.url else None
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per stage
-        try:
-            return optuna.create_study(storage=db, sampler=self.sampler, study_name=self.name,
-                                       direction=DIRECTIONS[MODE], load_if_exists=load_if_exists)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+        return quiet_study(storage=db, sampler=self.sampler, study_name=self.name, load_if_exists=load_if_exists)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         trial = self.study.ask(fixed_distributions=self.dists)

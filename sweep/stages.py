@@ -41,7 +41,8 @@ STAGE2_SPACE_FILE = "stage2_space.json"
 
 def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
     """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
-    from sweep.searcher import STUDY_FILE, check_new_study, fetch_mirror, make_searcher, storage_url, study_name
+    from sweep.searcher import check_new_study, fetch_mirror, make_searcher, storage_url
+    from sweep.study import STUDY_FILE, study_name
 
     url, name = storage_url(run_dir, cfg.sweep.storage, cfg.cache_dir), study_name(run_dir, stage)
     mirror = storage.join(run_dir, STUDY_FILE) if storage.is_uri(run_dir) and not cfg.sweep.storage else None

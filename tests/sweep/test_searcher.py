@@ -12,7 +12,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from plumbing.errors import ConfigError
-from sweep.searcher import TRIAL_ID_ATTR, check_new_study, make_searcher
+from sweep.searcher import check_new_study, make_searcher
+from sweep.study import TRIAL_ID_ATTR
 
 DISTS = {"training.lr": FloatDistribution(1e-5, 1e-2, log=True),
          "training.batch_size": CategoricalDistribution([16, 32])}
