@@ -23,6 +23,7 @@ LOCK_FILE = "driver.lock"
 # resolved run dir -> the open fd holding its lock: never closed, and not inherited by the processes
 # this one starts (Python opens fds close-on-exec), so the lock ends exactly with this process.
 _HELD: dict[str, int] = {}
+_CREATED: set[str] = set()  # run dirs this process made (release_unused removes them again)
 _READ_TRIES = 20  # the holder writes its details just after locking: wait up to ~1 s for them
 
 
@@ -43,8 +44,15 @@ def hold_run_dir(run_dir: str | Path, create: bool = True) -> Path | None:
         return path
     if not create and not run_dir.is_dir():
         return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not run_dir.is_dir():
+            run_dir.mkdir(parents=True)
+            _CREATED.add(str(run_dir))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileExistsError:  # made at the same moment by another driver: the lock decides
+        return hold_run_dir(run_dir, create)
+    except OSError as e:
+        raise UserError(f"out_dir {run_dir} cannot be written: {e.strerror or e}; give a writable directory") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -56,6 +64,23 @@ def hold_run_dir(run_dir: str | Path, create: bool = True) -> Path | None:
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
     _HELD[str(run_dir)] = fd
     return path
+
+
+def release_unused(run_dir: str | Path) -> None:
+    """Give back the lock of a run directory this process holds and nothing else has written to (a
+    config the check refused): the directory is left as it was found (removed when this process made it)."""
+    if storage.is_uri(run_dir):
+        return
+    run_dir = Path(run_dir).expanduser().resolve()
+    fd = _HELD.pop(str(run_dir), None)
+    if fd is None:
+        return
+    holder = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+    os.close(fd)
+    if holder.get("pid") == os.getpid() and {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
+        (run_dir / LOCK_FILE).unlink()
+        if str(run_dir) in _CREATED:
+            run_dir.rmdir()
 
 
 def _read_holder(fd: int) -> dict:

@@ -16,9 +16,10 @@ from typing import Any
 
 from plumbing import storage
 from plumbing.cli import CONFIG_FILE, parse_config, run_cli, save_config
+from plumbing.errors import UserError
 from plumbing.jsonio import write_json
 from sweep.config import SweepConfig, retrain_seed_count, two_stage_on
-from sweep.lock import hold_run_dir
+from sweep.lock import hold_run_dir, release_unused
 from sweep.output import info, quiet_ray
 from sweep.resources import TrialResources, cluster_plan, connect
 from sweep.settings import checked_config, run_dir_of
@@ -106,8 +107,13 @@ def main(argv: list[str]) -> None:
     from sweep.summary import leaderboard
 
     cfg = parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION)
-    hold_run_dir(run_dir_of(cfg), create=not cfg.resume)  # one driver per run dir, before anything reads it
-    cfg, dists = checked_config(cfg)
+    run_dir = run_dir_of(cfg)
+    hold_run_dir(run_dir, create=not cfg.resume)  # one driver per run dir, before anything reads it
+    try:
+        cfg, dists = checked_config(cfg)
+    except UserError:
+        release_unused(run_dir)  # a refused config leaves no trace
+        raise
     quiet_ray(cfg.sweep.verbose)  # before Ray is imported
     connect()
     from sweep.reaper import guard_local_ray

@@ -7,6 +7,8 @@ epoch), test_metrics.json (that checkpoint on the test split) and tb/ (TensorBoa
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -17,7 +19,7 @@ from plumbing.errors import UserError
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.inference import test_best
 from trainable.loop import check_resume_task, train_loop
-from trainable.session import METRIC, METRICS_FILE, LocalSession
+from trainable.session import BEST_METRIC, CHECKPOINT_DIR, METRIC, METRICS_FILE, LocalSession
 from trainable.tensorboard import TB_DIR
 
 DESCRIPTION = """
@@ -31,21 +33,63 @@ resume=OUT_DIR/checkpoint.
 
 
 def run(cfg) -> dict:
-    """Train, then score the best checkpoint on test; returns the test metrics."""
+    """Train, then score the best checkpoint on test; returns the test metrics. Nothing is written
+    before the config, the out_dir and the data are checked: a refused run leaves no trace."""
     absolute_paths(cfg)
     validate_train(cfg)
     if cfg.resume:
         check_resume_task(cfg, cfg.resume)  # a missing, incomplete or other-task checkpoint fails now
     out = Path(cfg.out_dir)
-    save_config(cfg, out)
+    check_out_dir(out, cfg.resume)
     fs = prepare_features(cfg)
-    session = LocalSession(out, resume=cfg.resume)
+    save_config(cfg, out)
+    session = EpochLines(out, cfg.training.epochs, metric_name(cfg), resume=cfg.resume)
     config = OmegaConf.to_container(cfg, resolve=True)
-    train_loop({**config, "tb_dir": str(out / TB_DIR)}, session=session, progress_bar=True, features=fs)
+    train_loop({**config, "tb_dir": str(out / TB_DIR)}, session=session, progress_bar=sys.stderr.isatty(),
+               features=fs)
     if not session.checkpoint_path.is_dir():
         raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
                         "training.epochs already reached by the resumed checkpoint?)")
+    print(session.end_line(cfg.training.patience), flush=True)
     return test_best(cfg, fs, session.checkpoint_path, out)
+
+
+def check_out_dir(out: Path, resume: str | None) -> None:
+    """One run per out_dir: a second run would mix its epochs, TensorBoard events and checkpoint with the
+    first's. A resume continues the run in place."""
+    held = [n for n in (METRICS_FILE, CHECKPOINT_DIR) if (out / n).exists()]
+    if held and not resume:
+        raise UserError(f"out_dir {out} holds a run ({', '.join(held)}); continue it with "
+                        f"resume={out / CHECKPOINT_DIR}, or give another out_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"out_dir {out} cannot be created: {e.strerror or e}; give a writable directory") from None
+
+
+class EpochLines(LocalSession):
+    """The local session, printing one line per epoch (what a piped run's log keeps; the bar is for a
+    terminal only) and, at the end, why training stopped."""
+
+    def __init__(self, out_dir: Path, epochs: int, metric: str, resume: str | None = None):
+        super().__init__(out_dir, resume)
+        self.epochs, self.metric, self.last, self.started = epochs, metric, None, time.monotonic()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        super().report(metrics, checkpoint_dir)
+        now, self.last = time.monotonic(), metrics
+        saved = ", saved" if checkpoint_dir is not None else ""
+        print(f"epoch {metrics['epoch']}/{self.epochs}: train loss {metrics.get('train_loss', float('nan')):.4f}, "
+              f"val {self.metric} {metrics[METRIC]:.4f} (best {metrics[BEST_METRIC]:.4f}{saved}), "
+              f"{now - self.started:.1f} s", flush=True)
+        self.started = now
+
+    def end_line(self, patience: int) -> str:
+        epoch = self.last["epoch"] if self.last else 0
+        if epoch >= self.epochs:
+            return f"finished {self.epochs} epochs"
+        return (f"stopped early after epoch {epoch}: val {self.metric} did not improve for {patience} epochs "
+                f"(training.patience={patience})")
 
 
 def absolute_paths(cfg) -> None:

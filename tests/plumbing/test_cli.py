@@ -167,6 +167,7 @@ NULLABLE = {
     SweepConfig: {"data.dir": "d", "data.split_ratios": "[0.5,0.25,0.25]", "training.dropout": "0.1",
                   "resume": "r", "sweep.max_concurrent": "2", "sweep.startup_trials": "3",
                   "sweep.two_stage": "on", "sweep.retrain_seeds": "1", "sweep.space_file": "s.yaml",
+                  "sweep.storage": "sqlite:///s.db",
                   "tracking.experiment": "e", "training.metric": "own_top1"},
     EvaluateConfig: {"out_dir": "o", "cache_dir": "c", "data_dir": "d", "training.eval_batch_size": "8"},
     PredictConfig: {"out_dir": "o", "batch_size": "8", "pair_threshold": "0.4"},
@@ -212,3 +213,17 @@ def test_null_for_a_plain_string_is_an_error_naming_the_key(key, text):
 
 def test_null_for_a_plain_string_exits_2_from_the_command(capsys):
     assert "config 'model.name': needs a value" in command_error(prep_command.main, ["model.name=null"], capsys)
+
+
+def test_a_refused_sweep_leaves_its_out_dir_as_it_found_it(tmp_path, capsys):
+    new, used = tmp_path / "new", tmp_path / "used"
+    used.mkdir()
+    for out in (new, used):
+        err = command_error(sweep_command.main, [f"out_dir={out}", "sweep.num_samples=0"], capsys)
+        assert "sweep.num_samples" in err
+    assert not new.exists() and used.is_dir() and not list(used.iterdir())
+
+
+@pytest.mark.parametrize("main", [sweep_command.main, single_command.main])
+def test_an_unwritable_out_dir_exits_2_naming_it(main, capsys):
+    assert "/proc/forbidden" in command_error(main, ["out_dir=/proc/forbidden/run"], capsys)

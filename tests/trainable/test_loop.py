@@ -228,6 +228,17 @@ def test_single_writes_every_output(demo_cache, tmp_path):
     test = json.loads((out / "test_metrics.json").read_text())
     assert {"f1", "roc_auc", "confusion", "per_symptom", "checkpoint_epoch"} <= set(test)
     assert list((out / "tb").glob("events.out.tfevents.*"))
+    # piped: one line per epoch and why it stopped, no progress bar
+    epochs = [ln.split(":")[0] for ln in proc.stdout.splitlines() if ln.startswith("epoch ")]
+    assert epochs == ["epoch 1/2", "epoch 2/2"]
+    assert "finished 2 epochs" in proc.stdout and "\r" not in proc.stdout + proc.stderr
+    # a second run into the same out_dir is refused and changes nothing
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = _single(f"out_dir={out}", f"cache_dir={demo_cache}", "task=pair", "data.name=redsm5",
+                    f"data.dir={tmp_path / 'empty'}")
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"resume={out / 'checkpoint'}" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +268,7 @@ BAD_INPUTS = {
     "old_format_checkpoint": (["task=pair", "resume={old}"], "has format 1"),
     "unknown_model_offline": (["model.name=no-such-org/no-such-model"], "model.name=tiny"),
     "other_tokenizer": (["task=pair", "data.demo_posts=60", "resume={pair}"], "another tokenizer"),
+    "unwritable_out_dir": (["out_dir=/proc/forbidden/run"], "cannot be created"),
 }
 
 
