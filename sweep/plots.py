@@ -10,6 +10,7 @@ the tests inspect; ``write_plots`` saves them and never lets a plot crash the sw
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization.matplotlib as ovm  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
@@ -32,8 +35,14 @@ CURVES_PNG = "learning_curves.png"
 IMPORTANCES_PNG = "param_importances.png"
 SLICE_PNG = "slice.png"
 BEST_SO_FAR = "best so far"
+MIN_IMPORTANCE_TRIALS = 10
+SLICE_COLUMNS = 3
+SLICE_CMAP = "viridis"  # early trials dark, late ones yellow: every point visible
 # one colour per stop reason, in legend order
 REASON_COLORS = dict(zip(STOP_REASONS, ("tab:green", "tab:orange", "tab:blue", "tab:red", "tab:gray"), strict=True))
+# learning curves: a colour per trial, why it stopped as line style and marker
+REASON_STYLES = dict(zip(STOP_REASONS, (("-", "o"), ("--", "v"), (":", "s"), ("-.", "X"), ((0, (1, 2)), ".")),
+                         strict=True))
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 8}  # never over a point
 log = logging.getLogger(__name__)
 
@@ -111,9 +120,10 @@ def _history_point(ax: plt.Axes, t: FrozenTrial) -> str | None:
 
 
 def curves_figure(study: optuna.Study, metric_name: str) -> Figure | None:
-    """Validation metric per epoch of every trial that reported one, coloured by why it stopped,
-    each line numbered at its end. Drawn on Optuna's intermediate-values axes, which colour
-    trials only apart and leave out failed ones. None when no trial reported an epoch."""
+    """Validation metric per epoch of every trial that reported one: a colour per trial (so trials
+    that end at the same value stay apart), why it stopped as the line's style and marker, each line
+    numbered at its end. Drawn on Optuna's intermediate-values axes, which leave out failed trials.
+    None when no trial reported an epoch."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
     if not trials:
         return None
@@ -122,10 +132,12 @@ def curves_figure(study: optuna.Study, metric_name: str) -> Figure | None:
         for line in list(ax.lines):
             line.remove()
         ends: dict[tuple[int, float], list[str]] = {}  # lines that end at one point share one label
-        for t in trials:
+        colours = plt.get_cmap("tab10" if len(trials) <= 10 else "tab20").colors
+        for i, t in enumerate(trials):
             epochs, values = zip(*sorted(t.intermediate_values.items()), strict=True)
-            ax.plot(epochs, values, marker="o", markersize=4, alpha=0.8, label=_reason(t),
-                    color=REASON_COLORS.get(_reason(t), "black"))
+            style, marker = REASON_STYLES.get(_reason(t), ("-", "."))
+            ax.plot(epochs, values, linestyle=style, marker=marker, markersize=4, alpha=0.85,
+                    label=f"trial {t.number}", color=colours[i % len(colours)])
             ends.setdefault((epochs[-1], values[-1]), []).append(str(t.number))
         for end, numbers in ends.items():
             ax.annotate(",".join(numbers), end, xytext=(4, 0), textcoords="offset points", fontsize=7, va="center")
@@ -133,22 +145,43 @@ def curves_figure(study: optuna.Study, metric_name: str) -> Figure | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"Learning curves: validation {metric_name} per epoch", xlabel="epoch",
                ylabel=f"validation {metric_name}")
-        _reason_legend(ax, "why the trial stopped\n(number at line end = trial)")
+        reasons = [r for r in REASON_STYLES if r in {_reason(t) for t in trials}]
+        ax.legend([Line2D([], [], color="black", linestyle=REASON_STYLES[r][0], marker=REASON_STYLES[r][1])
+                   for r in reasons], reasons, title="why the trial stopped\n(colour: one per trial;\n"
+                  "number at line end = trial)", title_fontsize=8, **LEGEND_OUTSIDE)
         ax.figure.set_size_inches(8, 4.5)
     return ax.figure
 
 
-def importances_figure(study: optuna.Study, metric_name: str) -> Figure | None:
-    """Optuna's parameter importances (PED-ANOVA) over the params that varied. None with fewer than
-    2 COMPLETE trials, no varying param or a constant metric: Optuna then answers equal shares
-    (with a warning), or a share for a param that never changed, which reads as a finding."""
+def importances_skipped(study: optuna.Study) -> str | None:
+    """Why the importances are not drawn, or None. Under MIN_IMPORTANCE_TRIALS complete trials
+    PED-ANOVA ranks noise (two identical 6-trial sweeps ranked the parameters differently); with no
+    varying param or a constant metric Optuna answers equal shares, or a share for a param that never
+    changed, which reads as a finding."""
     complete = _complete(study)
-    names = sorted({k for t in complete for k in t.params})
-    varied = [k for k in names if len({repr(t.params.get(k)) for t in complete}) > 1]
-    if len(complete) < 2 or not varied or len({t.value for t in complete}) < 2:
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return (f"{IMPORTANCES_PNG} left out: {len(complete)} complete trial(s), parameter importances "
+                f"need {MIN_IMPORTANCE_TRIALS} to rank more than noise")
+    if not _varied(complete):
+        return f"{IMPORTANCES_PNG} left out: no parameter varied"
+    if len({t.value for t in complete}) < 2:
+        return f"{IMPORTANCES_PNG} left out: every trial reached the same value"
+    return None
+
+
+def _varied(trials: list[FrozenTrial]) -> list[str]:
+    names = sorted({k for t in trials for k in t.params})
+    return [k for k in names if len({repr(t.params.get(k)) for t in trials}) > 1]
+
+
+def importances_figure(study: optuna.Study, metric_name: str) -> Figure | None:
+    """Optuna's parameter importances (PED-ANOVA) over the params that varied; None when
+    ``importances_skipped`` says why not."""
+    if importances_skipped(study):
         return None
+    complete = _complete(study)
     with _optuna_drawing():
-        ax = ovm.plot_param_importances(study, params=varied, target_name=_value_label(metric_name))
+        ax = ovm.plot_param_importances(study, params=_varied(complete), target_name=_value_label(metric_name))
         ax.get_legend().remove()  # one bar series, named in the title
         ax.set_title(f"Parameter importance for validation {metric_name}\n"
                      f"(PED-ANOVA over {len(complete)} complete trials; params that never varied left out)",
@@ -161,18 +194,32 @@ def importances_figure(study: optuna.Study, metric_name: str) -> Figure | None:
 
 def slice_figure(study: optuna.Study, metric_name: str) -> Figure | None:
     """Optuna's slice plot: each COMPLETE trial's metric against each param, shaded by trial
-    number. None without a COMPLETE trial."""
+    number, laid out SLICE_COLUMNS to a row (Optuna draws one long row) on a colour scale whose
+    first trial is visible (Optuna's Blues starts at white). None without a COMPLETE trial."""
     if not _complete(study):
         return None
     with _optuna_drawing():
         axes = ovm.plot_slice(study, target_name=_value_label(metric_name))
         fig = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-        fig.suptitle(f"Slice: validation {metric_name} (best epoch) against each parameter")
-        fig.axes[-1].set_ylabel("trial number")  # the colour bar
-        fig.axes[-1].yaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax in fig.axes[:-1]:
+        panels, old_bar = fig.axes[:-1], fig.axes[-1]
+        dots = [c for ax in panels for c in ax.collections]
+        numbers = Normalize(vmin=0, vmax=max(len(study.trials) - 1, 1))  # one scale for every panel
+        for c in dots:
+            c.set(cmap=SLICE_CMAP, norm=numbers)
+        old_bar.remove()
+        rows, cols = math.ceil(len(panels) / SLICE_COLUMNS), min(len(panels), SLICE_COLUMNS)
+        fig.set_size_inches(3.6 * cols + 1.2, 3.2 * rows + 0.6)
+        grid = fig.add_gridspec(rows, cols, hspace=0.55, wspace=0.3)
+        for i, ax in enumerate(panels):
+            ax.set_subplotspec(grid[i // cols, i % cols])
+            ax.set(ylabel=_value_label(metric_name) if i % cols == 0 else "", title="")  # one panel: "Slice Plot"
+            ax.tick_params(labelleft=i % cols == 0)  # Optuna's shared y axis labels its first panel only
             if ax.get_xscale() == "log":
                 _readable_log_ticks(ax)
+        bar = fig.colorbar(dots[-1], ax=panels, fraction=0.03, pad=0.02)
+        bar.set_label("trial number")
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.suptitle(f"Slice: validation {metric_name} (best epoch) against each parameter")
     return fig
 
 

@@ -13,7 +13,7 @@ from data_prep.config import doc
 from plumbing import storage
 from plumbing.cli import parse_config, run_cli
 from plumbing.errors import UserError
-from sweep.plots import write_plots
+from sweep.plots import importances_skipped, write_plots
 from sweep.study import build_study, stored_trials
 from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, run_config, write_summary
 
@@ -40,6 +40,7 @@ def refresh(run_dir: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sweep-plots-") as tmp:
         local = run_dir if not storage.is_uri(run_dir) else tmp
         summary["plots"] = [p.name for p in write_plots(local, study, summary["primary_metric"])]
+        summary["plots_left_out"] = [why for why in [importances_skipped(study)] if why and study.trials]
         if local == tmp:
             storage.upload_dir(tmp, run_dir)
     return summary
@@ -54,6 +55,8 @@ def main(argv: list[str]) -> None:
     print(leaderboard(summary, cfg.top))
     plots = ", ".join(summary["plots"]) or "no plots (no trial has results yet)"
     print(f"wrote {storage.join(run_dir, SUMMARY_FILE)}, {TRIALS_FILE}; {plots}")
+    for why in summary["plots_left_out"]:
+        print(why)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,8 @@ def main(argv: list[str]) -> None:
             raise SystemExit(stop.exit_status()) from None
     print(leaderboard(summary))
     print(f"sweep: outputs in {cfg.out_dir} (tensorboard --logdir {cfg.out_dir})")
+    for why in summary.get("plots_left_out", []):
+        print(f"sweep: {why}")
     if summary.get("best") is None:
         errors = [t["error"] for t in summary.get("trials", []) if t.get("error")]
         first = errors[0].strip().splitlines()[-1] if errors else "no trial reported a result"

@@ -392,7 +392,8 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     tb.epoch(epoch + 1, report, state.best)
     if improved and session.is_main:
         with tempfile.TemporaryDirectory(prefix="trainable-ckpt-") as tmp:
-            save_run_checkpoint(run, tmp, metric, chosen_thresholds(cfg.task, result.metrics))
+            save_run_checkpoint(run, tmp, metric, {**chosen_thresholds(cfg.task, result.metrics),
+                                                   "val": result.scalars})
             session.report(report, tmp)
     else:
         session.report(report)
@@ -400,11 +401,13 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     return bool(patience) and state.bad_epochs >= patience
 
 
-def save_run_checkpoint(run: Run, path: str, metric: float, thresholds: dict | None = None) -> None:
+def save_run_checkpoint(run: Run, path: str, metric: float, extra: dict | None = None) -> None:
+    """The checkpoint with its meta: task, tokenizer, epoch, metric and ``extra`` (the thresholds chosen
+    on validation, the validation scalars that ``trainable.predict`` prints in its header)."""
     training_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                       "scaler": run.scaler.state_dict(), "progress": asdict(run.state)}
     meta = {"task": run.cfg.task, "tokenizer": run.fs.meta["tokenizer"], "model": run.source,
-            "epoch": run.state.epoch + 1, "metric_name": metric_name(run.cfg), METRIC: metric, **(thresholds or {})}
+            "epoch": run.state.epoch + 1, "metric_name": metric_name(run.cfg), METRIC: metric, **(extra or {})}
     save_checkpoint(path, model=run.model, tokenizer=run.tokenizer, config=run.config, meta=meta,
                     training_state=training_state)
 

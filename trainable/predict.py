@@ -19,6 +19,7 @@ Character offsets index the post text as read from the input file.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from plumbing.errors import ConfigError
 from plumbing.jsonio import write_jsonl
 from trainable.inference import checkpoint_tokenizer, load_checkpoint
 from trainable.post_summary import POSTS_FILE, format_posts, post_summaries, write_posts_json
-from trainable.prediction import noted_fields, predict_posts, resolve_pair_threshold, summary
+from trainable.prediction import checkpoint_header, noted_fields, predict_posts, resolve_pair_threshold, summary
 
 DESCRIPTION = """
 Run a trained checkpoint on new posts (a .csv with columns post_id,text or a .jsonl with one
@@ -95,6 +96,10 @@ def run(cfg: DictConfig) -> Path:
             records.append(noted_fields(record))
             yield record
 
+    header, warning = checkpoint_header(ckpt.meta)
+    print(header, flush=True)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     write_jsonl(path, noted(predict_posts(ckpt, tokenizer, posts, cfg)))
     print(summary(ckpt.meta["task"], len(posts), records))
     if ckpt.meta["task"] == "pair":

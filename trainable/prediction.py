@@ -125,6 +125,28 @@ def summary(task: str, n_posts: int, records: list[dict]) -> str:
     return f"{n_posts} posts -> {len(records)} (post, symptom) predictions; posts with evidence per symptom: {found}"
 
 
+# validation scalars at or below which a checkpoint has learned next to nothing: a pair model that ranks
+# evidence no better than a coin (ROC-AUC 0.5) or picks a sentence's own symptom of ten no better than a
+# guess (own_top1 0.1); a span model that finds no evidence span (HasAns F1 0)
+NEAR_CHANCE = {"pair": {"roc_auc": 0.6, "own_top1": 0.2}, "span": {"HasAns_f1": 5.0},
+               "span_crf": {"HasAns_f1": 5.0}}
+
+
+def checkpoint_header(meta: dict) -> tuple[str, str | None]:
+    """What the checkpoint scored on validation (its epoch, the ranking metric and the near-chance
+    scalars), and a warning when those are near chance: predictions look alike whatever the model."""
+    val = meta.get("val") or {}
+    bounds = NEAR_CHANCE[meta["task"]]
+    shown = {meta.get("metric_name", "metric"): meta.get("metric"), **{k: val.get(k) for k in bounds}}
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if v is not None)
+    header = f"checkpoint: {meta['task']}, epoch {meta.get('epoch', '?')}, validation {figures or 'not recorded'}"
+    low = [f"{k} {val[k]:.4g} <= {bound}" for k, bound in bounds.items()
+           if val.get(k) is not None and val[k] <= bound]
+    warning = (f"warning: this checkpoint is near chance on validation ({', '.join(low)}); its predictions "
+               "say little about the posts" if low else None)
+    return header, warning
+
+
 def resolve_pair_threshold(cfg, meta: dict) -> str | None:
     """pair: sets cfg.pair_threshold to the threshold in force (saved with the config); returns its source."""
     if meta["task"] != "pair":

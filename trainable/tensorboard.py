@@ -55,20 +55,23 @@ def flat_hparams(config: dict, keys: tuple[str, ...] = ("task", "seed", "model",
 
 
 def end_summaries(hparam_dict: dict[str, Any], stop_reason: str) -> list[Summary]:
-    """The HParams block of a run that ended: experiment, session start (the hparams with the stop
-    reason) and session end (STATUS_FAILURE for an error, STATUS_SUCCESS otherwise)."""
+    """The HParams block of a run that ended: session start (the hparams with the stop reason) and
+    session end (STATUS_FAILURE for an error, STATUS_SUCCESS otherwise). No experiment summary: the
+    HParams dashboard takes the first one it finds as the whole sweep's, values and all, and then marks
+    no hyper-parameter as differing; without one it builds the experiment from every run's session
+    start, with the domains and ``differs`` of the values the runs hold."""
     if stop_reason not in STOP_REASONS:
         raise ValueError(f"stop_reason must be one of {', '.join(STOP_REASONS)}; got {stop_reason!r}")
     from torch.utils.tensorboard.summary import hparams
 
-    exp, start, end = hparams({**hparam_dict, STOP_REASON: stop_reason}, {HPARAM_METRIC: 0.0},
+    _, start, end = hparams({**hparam_dict, STOP_REASON: stop_reason}, {HPARAM_METRIC: 0.0},
                               hparam_domain_discrete={STOP_REASON: list(STOP_REASONS)})
     if stop_reason == "error":
         info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_FAILURE)
         content = plugin_data_pb2.HParamsPluginData(session_end_info=info, version=metadata.PLUGIN_DATA_VERSION)
         end = Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG,
                                            metadata=metadata.create_summary_metadata(content))])
-    return [exp, start, end]
+    return [start, end]
 
 
 def has_hparams(log_dir: str | Path) -> bool:

@@ -30,6 +30,12 @@ TRIALS = [  # stage, stop reason, state, params, validation metric per epoch
     ("stage2", "unfinished", R, (5e-5, 24, "adamw"), []),
 ]
 
+# enough complete trials for parameter importances (plots.MIN_IMPORTANCE_TRIALS)
+MORE = [("search", reason, C, (lr, bs, opt), curve) for reason, lr, bs, opt, curve in (
+    ("finished", 6e-5, 16, "sgd", [0.2, 0.4, 0.62]), ("asha", 2e-4, 24, "adamw", [0.35]),
+    ("finished", 8e-5, 32, "adamw", [0.5, 0.66, 0.69]), ("early_stop", 3e-4, 8, "sgd", [0.41, 0.4, 0.39]),
+    ("asha", 7e-4, 16, "sgd", [0.25]))]
+
 
 @pytest.fixture(autouse=True)
 def _quiet_optuna():
@@ -93,19 +99,21 @@ def test_history_legend_lists_only_reasons_that_occurred():
     assert "stage2" not in ax.get_xlabel()
 
 
-def test_learning_curves_have_integer_epochs_and_a_legend_for_every_colour(study):
+def test_learning_curves_give_each_trial_a_colour_and_each_stop_reason_a_style(study):
     ax = plots.curves_figure(study, METRIC).axes[0]
     assert METRIC in ax.get_title() and ax.get_ylabel() == f"validation {METRIC}" and ax.get_xlabel() == "epoch"
     ax.figure.canvas.draw()
     lo, hi = ax.get_xlim()
     assert [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi] == ["1", "2", "3"]
-    curves = {tuple(line.get_ydata()) for line in ax.lines if line.get_label() in plots.REASON_COLORS}
-    assert curves == {tuple(t.intermediate_values.values()) for t in study.trials if t.intermediate_values}
+    drawn = [t for t in study.trials if t.intermediate_values]  # the running trial has no epoch
+    assert [tuple(line.get_ydata()) for line in ax.lines] == [tuple(t.intermediate_values.values()) for t in drawn]
+    assert len({matplotlib.colors.to_hex(line.get_color()) for line in ax.lines}) == len(drawn)
     legend = dict(zip(legend_texts(ax), ax.get_legend().legend_handles, strict=True))
-    assert list(legend) == ["finished", "asha", "early_stop", "error"]  # the running trial has no epoch
-    line_colours = {matplotlib.colors.to_hex(line.get_color()) for line in ax.lines}
-    legend_colours = {matplotlib.colors.to_hex(h.get_color()) for h in legend.values()}
-    assert line_colours == legend_colours
+    assert list(legend) == ["finished", "asha", "early_stop", "error"]
+    for reason, handle in legend.items():
+        assert handle.get_marker() == plots.REASON_STYLES[reason][1]
+        assert {(line.get_linestyle(), line.get_marker()) for line, t in zip(ax.lines, drawn, strict=True)
+                if t.user_attrs["stop_reason"] == reason} == {(handle.get_linestyle(), handle.get_marker())}
     assert {t.get_text() for t in ax.texts} == {"0", "1", "2", "3", "4", "5"}  # each line's trial number
 
 
@@ -117,36 +125,46 @@ def test_lines_that_end_at_one_point_share_one_label():
     assert sorted(t.get_text() for t in ax.texts) == ["0,1", "2"]
 
 
-def test_importances_name_the_metric_and_only_varied_params(study):
-    ax = plots.importances_figure(study, METRIC).axes[0]
+def test_importances_name_the_metric_and_only_varied_params():
+    ax = plots.importances_figure(make_study(TRIALS + MORE), METRIC).axes[0]
     assert METRIC in ax.get_title(loc="left") and METRIC in ax.get_xlabel()
     assert sorted(t.get_text() for t in ax.get_yticklabels()) == sorted(SPACE)
-    same_optimizer = make_study([(*r[:3], (*r[3][:2], "sgd"), r[4]) for r in TRIALS])
+    same_optimizer = make_study([(*r[:3], (*r[3][:2], "sgd"), r[4]) for r in TRIALS + MORE])
     ax = plots.importances_figure(same_optimizer, METRIC).axes[0]
     assert sorted(t.get_text() for t in ax.get_yticklabels()) == ["batch_size", "lr"]
 
 
-@pytest.mark.parametrize("rows", [
-    [TRIALS[0], TRIALS[4], TRIALS[6]],  # one COMPLETE trial
-    [TRIALS[0], (*TRIALS[0][:3], TRIALS[0][3], [0.1])],  # two COMPLETE trials, same params
-    [TRIALS[0], (*TRIALS[1][:4], TRIALS[0][4])],  # two, params differ, metric the same
-], ids=["one-complete", "no-param-varies", "constant-metric"])
-def test_importances_are_left_out_when_they_would_mean_nothing(rows):
-    assert plots.importances_figure(make_study(rows), METRIC) is None
+@pytest.mark.parametrize(("rows", "why"), [
+    (TRIALS, "5 complete trial(s), parameter importances need 10"),
+    ([(*r[:3], TRIALS[0][3], r[4]) for r in TRIALS + MORE], "no parameter varied"),
+    ([(*r[:4], [0.5]) for r in TRIALS + MORE], "every trial reached the same value"),
+], ids=["too-few-complete", "no-param-varies", "constant-metric"])
+def test_importances_are_left_out_saying_why_when_they_would_mean_nothing(rows, why):
+    study = make_study(rows)
+    assert plots.importances_figure(study, METRIC) is None
+    assert why in plots.importances_skipped(study)
 
 
-def test_slice_puts_the_metric_on_y_for_every_param(study):
+def test_slice_puts_the_metric_on_y_for_every_param_in_a_grid():
+    wide = {**SPACE, "dropout": FloatDistribution(0.0, 0.3), "warmup": FloatDistribution(0.0, 0.2)}
+    study = optuna.create_study(direction="maximize")
+    for t in make_study().trials:  # five params: two rows of three
+        study.add_trial(create_trial(state=t.state, value=t.value, distributions=wide,
+                                     params={**t.params, "dropout": 0.1 * (t.number % 3), "warmup": 0.02 * t.number}))
     fig = plots.slice_figure(study, METRIC)
     *param_axes, colour_bar = fig.axes
     assert METRIC in fig.get_suptitle() and colour_bar.get_ylabel() == "trial number"
-    assert sorted(ax.get_xlabel() for ax in param_axes) == sorted(SPACE)
-    assert param_axes[0].get_ylabel() == f"validation {METRIC} (best epoch)"
+    assert sorted(ax.get_xlabel() for ax in param_axes) == sorted(wide)
+    assert [ax.get_subplotspec().rowspan.start for ax in param_axes] == [0, 0, 0, 1, 1]
+    assert [bool(ax.get_ylabel()) for ax in param_axes] == [True, False, False, True, False]
     n_complete = sum(t.state == C for t in study.trials)
     assert all(sum(len(c.get_offsets()) for c in ax.collections) == n_complete for ax in param_axes)
+    lightest = plt.get_cmap(plots.SLICE_CMAP)(colour_bar.get_ylim()[0] / max(colour_bar.get_ylim()[1], 1))
+    assert sum(lightest[:3]) < 2.7  # the first trial's colour is not white
 
 
-def test_write_plots_writes_readable_pngs_and_closes_its_figures(tmp_path, study):
-    paths = plots.write_plots(tmp_path, study, METRIC)
+def test_write_plots_writes_readable_pngs_and_closes_its_figures(tmp_path):
+    paths = plots.write_plots(tmp_path, make_study(TRIALS + MORE), METRIC)
     names = [plots.HISTORY_PNG, plots.CURVES_PNG, plots.IMPORTANCES_PNG, plots.SLICE_PNG]
     assert paths == [tmp_path / n for n in names]
     for path in paths:
@@ -172,12 +190,12 @@ def test_only_failed_trials_still_get_their_learning_curves(tmp_path):
     assert [p.name for p in paths] == [plots.CURVES_PNG]
 
 
-def test_a_plot_that_raises_is_skipped_not_fatal(tmp_path, study, monkeypatch):
+def test_a_plot_that_raises_is_skipped_not_fatal(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         plt.figure()
         raise RuntimeError("optuna changed")
 
     monkeypatch.setattr(plots.ovm, "plot_slice", broken)
-    paths = plots.write_plots(tmp_path, study, METRIC)
+    paths = plots.write_plots(tmp_path, make_study(TRIALS + MORE), METRIC)
     assert plots.SLICE_PNG not in [p.name for p in paths] and len(paths) == 3
     assert plt.get_fignums() == []

@@ -93,6 +93,7 @@ def test_report_command_prints_the_leaderboard(run_dir):
     assert proc.returncode == 0, proc.stderr
     assert "rank" in proc.stdout and "asha" in proc.stdout
     assert (run_dir / "summary.json").is_file()
+    assert "param_importances.png left out: 8 complete trial(s)" in proc.stdout  # says why it is missing
 
 
 def test_stop_reason_rules():

@@ -271,6 +271,9 @@ def test_predict_pair_summarises_each_post_consistently_with_its_rows(trained, p
                 assert any(x["sentence_id"] == r["sentence_id"] and x["sentence"] == r["sentence"]
                            and x["symptom"] == entry["symptom"] and x["evidence"] for x in records)
     assert "evidence per post" in printed and "chosen on validation" in printed
+    meta = read_meta(run_dir / "checkpoint")
+    assert {"roc_auc", "own_top1"} <= set(meta["val"])  # the header's figures are the checkpoint's epoch's
+    assert f"checkpoint: pair, epoch {meta['epoch']}, validation f1 {meta['metric']:.4g}" in printed
     assert any(p["symptoms"] for p in saved["posts"])
 
 
@@ -278,11 +281,14 @@ def test_predict_pair_without_a_kept_threshold_uses_one_half(trained, tmp_path, 
     old = shutil.copytree(trained("pair") / "checkpoint", tmp_path / "old" / "checkpoint")
     meta = json.loads((old / "meta.json").read_text())
     del meta["evidence_threshold"]
+    meta["val"] = {"roc_auc": 0.52, "own_top1": 0.11}  # a model that learned nothing
     (old / "meta.json").write_text(json.dumps(meta))
     posts_file = _write_posts([("p", "I can't sleep at all lately. Everything feels pointless.")], tmp_path / "p.csv")
     records = _predict(old.parent, posts_file, tmp_path / "pred")
     assert all(r["evidence"] == (r["probability"] >= 0.5) for r in records)
-    assert "no evidence_threshold" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "no evidence_threshold" in printed.out
+    assert "near chance on validation (roc_auc 0.52 <= 0.6, own_top1 0.11 <= 0.2)" in printed.err
     assert json.loads((tmp_path / "pred" / "posts.json").read_text())["evidence_threshold"] == 0.5
 
 

@@ -6,6 +6,11 @@ plugin's own parsers for its summaries.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,8 +34,7 @@ def read_run(log_dir: Path) -> tuple[dict, int | None, list[int]]:
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG]).status
-    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
-    assert [m.name.tag for m in experiment.metric_infos] == [HPARAM_METRIC]
+    assert metadata.EXPERIMENT_TAG not in content  # TensorBoard builds the experiment from all runs
     return hparams, end, steps
 
 
@@ -78,3 +82,44 @@ def test_a_killed_run_gets_its_end_from_the_driver_as_one_run(tmp_path):
 def test_an_unknown_stop_reason_is_refused(tmp_path):
     with pytest.raises(ValueError, match="stop_reason must be one of"):
         write_end(tmp_path, HPARAMS, "stopped")
+
+
+def test_the_hparams_dashboard_marks_what_differs_between_runs(tmp_path):
+    """Two runs of a sweep, read by a real TensorBoard server's HParams plugin: the searched lr differs,
+    the fixed epochs does not, and the runs' ``hparam/best_metric`` and validation scalars are its metrics."""
+    from ray_helpers import free_ports
+
+    for name, lr in (("trial_0", 1e-3), ("trial_1", 3e-4)):
+        tb = TBLogger(str(tmp_path / name / "tb"), {**HPARAMS, "training.lr": lr})
+        tb.epoch(1, {"val_f1": lr * 100}, best=lr * 100)
+        tb.epoch(3, {"val_f1": lr * 200}, best=lr * 200)
+        tb.close()
+    port = free_ports(1)[0]
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host",
+                               "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        experiment = read_experiment(f"http://127.0.0.1:{port}", deadline=time.monotonic() + 90)
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    differs = {h["name"]: h.get("differs", False) for h in experiment["hparamInfos"]}
+    assert differs["training.lr"] and not differs["training.epochs"] and not differs["task"]
+    assert {HPARAM_METRIC, "val/f1"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+
+
+def read_experiment(url: str, deadline: float) -> dict:
+    """The HParams plugin's experiment, polled until the server has loaded both runs (or the deadline)."""
+    body = json.dumps({"experimentName": "", "includeMetrics": True}).encode()
+    while True:
+        try:
+            request = urllib.request.Request(f"{url}/data/plugin/hparams/experiment", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                experiment = json.loads(reply.read())
+            if experiment.get("metricInfos"):
+                return experiment
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"TensorBoard at {url} served no HParams experiment in time")
+        time.sleep(1)
