@@ -18,7 +18,7 @@ from ray.tune import Callback
 from plumbing import storage
 from sweep.config import EVENTS, train_dict
 from sweep.driver import trial_config, trial_dir_of
-from sweep.trials import read_error, read_stops
+from sweep.trials import ended_reason, read_error
 from trainable.session import BEST_METRIC, METRIC
 from trainable.tensorboard import TB_DIR, flat_hparams, write_end
 
@@ -85,15 +85,9 @@ class TrialEvents(Callback):
         return int(self.trial_cfg(trial).training.epochs)
 
     def end_reason(self, trial) -> str:
-        """How a trial that Tune completed (not errored) ended. Tune completes a trial when its driver
-        returns, after the last epoch or on early stopping, or when the scheduler stops it; an
-        interrupted sweep completes none."""
-        epoch = int((trial.last_result or {}).get("epoch", 0))
-        if epoch >= self.planned(trial):
-            return "finished"
-        if (self.experiment, trial.trial_id) in read_stops(self.run_dir):
-            return "asha"
-        return "early_stop"
+        """How a trial that Tune completed (not errored) ended; an interrupted sweep completes none."""
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        return ended_reason(self.run_dir, self.experiment, trial.trial_id, epochs, self.planned(trial))
 
     def record_end(self, trial, reason: str) -> None:
         """The stop reason into the trial's TensorBoard run; a failure to write it never fails the sweep."""

@@ -20,6 +20,7 @@ import logging
 import pickle
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,17 @@ def sampler_for(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSam
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
 
 
+@dataclass(frozen=True)
+class StudyLabels:
+    """What the searcher writes on each trial of its study for a reader (optuna-dashboard, the record):
+    the stage, and when a trial ends its epochs and why it stopped (``sweep.trials.ended_reason``)."""
+
+    run_dir: str
+    stage: str
+    planned_epochs: int  # the config's training.epochs; a searched training.epochs wins per trial
+    metric: str = METRIC  # the value's name (training.metric): optuna-dashboard's axis, not "Objective 0"
+
+
 class TrialSearch(Searcher):
     """Optuna's ask-and-tell over a study in storage: each Tune trial one Optuna trial (numbered in the
     order Tune asks, as the trial directories are), told its best metric and its epochs' metrics.
@@ -68,10 +80,12 @@ class TrialSearch(Searcher):
     """
 
     def __init__(self, dists: Mapping[str, BaseDistribution], sampler: optuna.samplers.BaseSampler,
-                 url: str | None, name: str, mirror_to: str | None = None):
+                 url: str | None, name: str, mirror_to: str | None = None, labels: StudyLabels | None = None):
         super().__init__(metric=METRIC, mode=MODE)
         self.dists, self.sampler, self.url, self.name, self.mirror_to = dict(dists), sampler, url, name, mirror_to
+        self.labels = labels
         self.trials: dict[str, int] = {}  # Tune trial id -> the Optuna trial's id in storage
+        self.epochs: dict[str, int] = {}  # Tune trial id -> the last epoch it reported
         self.completed: set[str] = set()
         self.study = self._open(load_if_exists=True)
 
@@ -79,11 +93,18 @@ class TrialSearch(Searcher):
         if self.url and self.url.startswith(SQLITE):
             Path(self.url.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)  # a fresh mirror's
         db = optuna.storages.RDBStorage(self.url) if self.url else None
-        return quiet_study(storage=db, sampler=self.sampler, study_name=self.name, load_if_exists=load_if_exists)
+        study = quiet_study(storage=db, sampler=self.sampler, study_name=self.name, load_if_exists=load_if_exists)
+        if self.labels and study.metric_names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([f"validation {self.labels.metric}"])
+        return study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         trial = self.study.ask(fixed_distributions=self.dists)
         trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        if self.labels:
+            trial.set_user_attr("stage", self.labels.stage)
         self.trials[trial_id] = trial._trial_id  # noqa: SLF001 - the handle Optuna's own Trial takes
         return dict(trial.params)
 
@@ -96,6 +117,7 @@ class TrialSearch(Searcher):
         if not result or result.get(METRIC) is None or "epoch" not in result:
             return
         trial = optuna.trial.Trial(self.study, self.trials[trial_id])
+        self.epochs[trial_id] = max(self.epochs.get(trial_id, 0), int(result["epoch"]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "step already reported": an epoch re-run after a resume
             try:
@@ -112,6 +134,7 @@ class TrialSearch(Searcher):
         self._report(trial_id, result)  # Tune hands the result that ends a trial here, not to on_trial_result
         value = (result or {}).get(BEST_METRIC, (result or {}).get(METRIC))
         trial = optuna.trial.Trial(self.study, self.trials[trial_id])
+        self._label_end(trial, trial_id, error)
         if value is None:
             state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
             value_args: dict[str, Any] = {"state": state}
@@ -122,11 +145,24 @@ class TrialSearch(Searcher):
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
             log.warning("searcher: trial %s not told (%s)", trial_id, e)
 
+    def _label_end(self, trial: optuna.trial.Trial, trial_id: str, error: bool) -> None:
+        """Epochs run, planned, and why it stopped, on the trial (a finished trial cannot take attributes)."""
+        if not self.labels:
+            return
+        from sweep.trials import ended_reason
+
+        epochs = self.epochs.get(trial_id, 0)
+        planned = int(trial.params.get("training.epochs", self.labels.planned_epochs))
+        reason = "error" if error else ended_reason(self.labels.run_dir, self.labels.stage, trial_id, epochs, planned)
+        for key, value in (("epochs_run", epochs), ("planned_epochs", planned), ("stop_reason", reason)):
+            trial.set_user_attr(key, value)
+
     def get_state(self) -> dict[str, Any]:
-        return {"sampler": self.sampler, "trials": self.trials, "completed": self.completed}
+        return {"sampler": self.sampler, "trials": self.trials, "completed": self.completed, "epochs": self.epochs}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.sampler, self.trials, self.completed = state["sampler"], state["trials"], state["completed"]
+        self.epochs = state.get("epochs", {})
         fetch_mirror(self.url, self.mirror_to)  # the study saved with this state, maybe on another machine
         self.study = self._open(load_if_exists=True)
         close_orphans(self.study, set(self.trials.values()))
@@ -159,11 +195,12 @@ def close_orphans(study: optuna.Study, known: set[int]) -> None:
 
 
 def make_searcher(dists: Mapping[str, BaseDistribution], seed: int, n_startup: int, *, kind: str = "tpe",
-                  url: str | None = None, name: str = "search", mirror_to: str | None = None) -> TrialSearch:
+                  url: str | None = None, name: str = "search", mirror_to: str | None = None,
+                  labels: StudyLabels | None = None) -> TrialSearch:
     """The searcher of one stage: the same seed and the same results propose the same configs.
 
     ``url`` None keeps the study in memory (tests of the proposals alone)."""
-    return TrialSearch(dists, sampler_for(kind, seed, n_startup), url, name, mirror_to)
+    return TrialSearch(dists, sampler_for(kind, seed, n_startup), url, name, mirror_to, labels)
 
 
 def check_new_study(url: str, name: str) -> None:

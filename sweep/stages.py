@@ -41,7 +41,7 @@ STAGE2_SPACE_FILE = "stage2_space.json"
 
 def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
     """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
-    from sweep.searcher import check_new_study, fetch_mirror, make_searcher, storage_url
+    from sweep.searcher import StudyLabels, check_new_study, fetch_mirror, make_searcher, storage_url
     from sweep.study import STUDY_FILE, study_name
 
     url, name = storage_url(run_dir, cfg.sweep.storage, cfg.cache_dir), study_name(run_dir, stage)
@@ -49,7 +49,11 @@ def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int
     fetch_mirror(url, mirror)  # a resumed sweep on a bucket whose stage had not started: its study comes down
     if cfg.resume is None and cfg.sweep.storage:
         check_new_study(url, name)
-    return make_searcher(dists, seed, n_startup, kind=cfg.sweep.searcher, url=url, name=name, mirror_to=mirror)
+    from trainable.config import metric_name
+
+    labels = StudyLabels(run_dir, stage, int(cfg.training.epochs), metric_name(cfg))
+    return make_searcher(dists, seed, n_startup, kind=cfg.sweep.searcher, url=url, name=name, mirror_to=mirror,
+                         labels=labels)
 
 
 def scheduler_for(cfg, run_dir: str, stage: str, dists):

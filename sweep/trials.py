@@ -184,6 +184,16 @@ def stop_reason(state: str, history: pd.DataFrame, planned: int, stopped_at: int
     return "unfinished"
 
 
+def ended_reason(run_dir: str, experiment: str, trial_id: str, epochs: int, planned: int) -> str:
+    """How a trial Tune completed (not errored) ended, when it ends: it returns after its last epoch
+    or on early stopping, or the scheduler stopped it (then scheduler_stops.jsonl says so)."""
+    if epochs >= planned:
+        return "finished"
+    if (experiment, trial_id) in read_stops(run_dir):
+        return "asha"
+    return "early_stop"
+
+
 def read_error(trial_dir: str) -> str | None:
     """The exception's own message (the last 'XError: ...' line of error.txt), or None."""
     path = storage.join(trial_dir, ERROR_FILE)

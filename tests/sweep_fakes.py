@@ -73,9 +73,10 @@ def fake_sweep(run_dir: Path):
     return cfg
 
 
-def curve_trial(config, epochs: int, stop_file: str, driver_pid: int):
-    """A saturating learning curve whose height depends on lr; the fourth trial to start sends the driver
-    SIGTERM once (``stop_file`` marks that it was sent), as an operator stopping the sweep would."""
+def curve_trial(config, epochs: int, stop_file: str, driver_pid: int, epoch_s: float = 0.0):
+    """A saturating learning curve whose height depends on lr, ``epoch_s`` seconds an epoch; the fourth
+    trial to start sends the driver SIGTERM once (``stop_file`` marks that it was sent), as an operator
+    stopping the sweep would."""
     import os
     import signal
     import time
@@ -93,11 +94,12 @@ def curve_trial(config, epochs: int, stop_file: str, driver_pid: int):
     quality = 1.0 - abs(math.log10(config["training.lr"]) + 3) / 3
     for epoch in range(1, epochs + 1):
         value = quality * (1 - 0.5 ** epoch)
+        time.sleep(epoch_s)
         tune.report({"epoch": epoch, "metric": value, "best_metric": value})
 
 
-def curve_trainable(epochs: int, stop_file: str, driver_pid: int):
+def curve_trainable(epochs: int, stop_file: str, driver_pid: int, epoch_s: float = 0.0):
     from ray import tune
 
     return tune.with_resources(tune.with_parameters(curve_trial, epochs=epochs, stop_file=stop_file,
-                                                    driver_pid=driver_pid), {"cpu": 1})
+                                                    driver_pid=driver_pid, epoch_s=epoch_s), {"cpu": 1})

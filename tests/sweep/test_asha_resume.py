@@ -44,6 +44,10 @@ def study_matches_the_record(run_dir: Path, cfg) -> None:
     assert [t.intermediate_values for t in study.trials] == [{h["epoch"]: h["metric"] for h in r.history}
                                                              for r in records]
     assert [t.user_attrs[TRIAL_ID_ATTR] for t in study.trials] == [r.trial_id for r in records]
+    # what optuna-dashboard shows of each trial: its stage, epochs and why it stopped, as the record says
+    labels = ("stage", "epochs_run", "planned_epochs", "stop_reason")
+    assert [tuple(t.user_attrs[k] for k in labels) for t in study.trials] == [
+        (STAGE1, r.epochs_run, r.planned_epochs, r.stop_reason) for r in records]
 
 
 def sweep(run_dir: Path, stop: bool) -> list[tuple]:
