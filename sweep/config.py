@@ -48,6 +48,10 @@ class SweepSection:
     storage: str | None = doc(
         "Optuna storage URL of the search's studies (one per stage, named <out_dir name>/<stage>); default "
         "sqlite:///<out_dir>/study.db (optuna.load_study and optuna-dashboard read it)", None)
+    time_budget_s: float | None = doc(
+        "wall-clock seconds this driver may run: then it stops as on SIGTERM (running trials keep their "
+        "state, the record is written, exit status 0) and resume=RUN_DIR continues, with the budget again",
+        None)
     two_stage: bool | None = doc(
         "after the search, a narrowed second stage around the top_k configs "
         "(default: on for redsm5/squad_v2, off for demo)", None)
@@ -162,6 +166,8 @@ def validate_sweep(cfg: Any) -> None:
     for key in ("retrain_seeds", "startup_trials"):
         if getattr(s, key) is not None:
             _at_least(f"sweep.{key}", getattr(s, key), 0)
+    if s.time_budget_s is not None and not s.time_budget_s > 0:
+        raise ConfigError("sweep.time_budget_s", f"must be > 0 seconds; got {s.time_budget_s}")
     if not s.cpus_per_worker > 0:
         raise ConfigError("sweep.cpus_per_worker", f"must be > 0; got {s.cpus_per_worker}")
     gpus = s.gpus_per_worker

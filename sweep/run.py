@@ -118,21 +118,25 @@ def main(argv: list[str]) -> None:
     connect()
     from sweep.reaper import guard_local_ray
     guard_local_ray()  # a local Ray started here ends with this process, even after kill -9
-    with StopSignals() as stop:
+    with StopSignals(cfg.sweep.time_budget_s) as stop:
         try:
             summary = run(cfg, dists)
         except Interrupted as e:
             from sweep.report import refresh
 
-            refresh(cfg.out_dir)
-            print(f"sweep interrupted ({e}); state saved. Continue it with: python -m sweep.run "
+            summary = refresh(cfg.out_dir)
+            if stop.budget_spent:
+                print(leaderboard(summary))
+            why = f"time budget of {cfg.sweep.time_budget_s:g} s spent" if stop.budget_spent else "interrupted"
+            print(f"sweep {why} ({e}); state saved. Continue it with: python -m sweep.run "
                   f"resume={cfg.out_dir}", file=sys.stderr)
             raise SystemExit(stop.exit_status()) from None
         except KeyboardInterrupt:  # outside a Tune experiment, or a second signal during one
             resumable = storage.exists(storage.join(cfg.out_dir, CONFIG_FILE))
             hint = (f"continue it with: python -m sweep.run resume={cfg.out_dir}" if resumable
                     else "nothing was saved yet; start it again")
-            print(f"sweep interrupted; {hint}", file=sys.stderr)
+            why = f"time budget of {cfg.sweep.time_budget_s:g} s spent" if stop.budget_spent else "interrupted"
+            print(f"sweep {why}; {hint}", file=sys.stderr)
             raise SystemExit(stop.exit_status()) from None
     print(leaderboard(summary))
     print(f"sweep: outputs in {cfg.out_dir} (tensorboard --logdir {cfg.out_dir})")

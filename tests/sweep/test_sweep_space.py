@@ -120,6 +120,7 @@ def test_grace_period_beyond_the_epochs_is_rejected():
     ("sweep.cpus_per_worker=0", "sweep.cpus_per_worker"),
     ("sweep.reduction_factor=1", "sweep.reduction_factor"),
     ("sweep.num_samples=0", "sweep.num_samples"),
+    ("sweep.time_budget_s=0", "sweep.time_budget_s"),
 ])
 def test_sweep_section_checks(override, key):
     with pytest.raises(ConfigError) as err:
