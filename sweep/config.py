@@ -48,6 +48,9 @@ class SweepSection:
     storage: str | None = doc(
         "Optuna storage URL of the search's studies (one per stage, named <out_dir name>/<stage>); default "
         "sqlite:///<out_dir>/study.db (optuna.load_study and optuna-dashboard read it)", None)
+    warm_start: str | None = doc(
+        "an earlier sweep's run dir (path or URI): its top_k configs, as far as they fit this space, are the "
+        "search's first trials", None)
     time_budget_s: float | None = doc(
         "wall-clock seconds this driver may run: then it stops as on SIGTERM (running trials keep their "
         "state, the record is written, exit status 0) and resume=RUN_DIR continues, with the budget again",

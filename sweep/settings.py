@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from plumbing import storage
 from plumbing.cli import absolute
-from plumbing.errors import ConfigError
+from plumbing.errors import ConfigError, UserError
 from sweep.config import SweepConfig, leaf_diff, resolve_tracking_uri, validate_sweep
 from sweep.space import check_space, nested_space, resolve_space, to_distributions
 from sweep.summary import run_config
@@ -24,6 +24,12 @@ def checked_config(cfg):
                                      "or give a new out_dir")
     absolute_paths(cfg)
     validate_sweep(cfg)
+    if cfg.sweep.warm_start and not cfg.resume:
+        cfg.sweep.warm_start = storage.absolute(cfg.sweep.warm_start)
+        try:
+            run_config(cfg.sweep.warm_start)
+        except UserError as e:
+            raise ConfigError("sweep.warm_start", str(e)) from None
     space = resolve_space(cfg)
     dists = to_distributions(space, cfg)
     check_space(cfg, dists)
@@ -54,7 +60,7 @@ def resumed_config(cfg):
     run_dir = run_dir_of(cfg)
     saved = run_config(run_dir)
     overridden = set(leaf_diff(cfg, OmegaConf.structured(SweepConfig)))
-    ignore = ("resume", "out_dir", "sweep.space.")
+    ignore = ("resume", "out_dir", "sweep.space.", "sweep.time_budget_s")  # a resume may set its own budget
     given = cfg.copy()
     absolute_paths(given)  # the saved paths are absolute
     conflicts = {k: v for k, v in leaf_diff(given, saved).items()
@@ -65,6 +71,8 @@ def resumed_config(cfg):
         key, (given, was) = next(iter(conflicts.items()))
         raise ConfigError(key, f"the sweep in {run_dir} was started with {was!r}, you gave {given!r}; "
                                "resume with the same settings (or none), or start a new out_dir")
+    if "sweep.time_budget_s" in overridden:
+        saved.sweep.time_budget_s = cfg.sweep.time_budget_s
     saved.resume = str(run_dir)
     saved.out_dir = str(run_dir)
     return saved

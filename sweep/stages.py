@@ -52,8 +52,14 @@ def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int
     from trainable.config import metric_name
 
     labels = StudyLabels(run_dir, stage, int(cfg.training.epochs), metric_name(cfg))
-    return make_searcher(dists, seed, n_startup, kind=cfg.sweep.searcher, url=url, name=name, mirror_to=mirror,
-                         labels=labels)
+    searcher = make_searcher(dists, seed, n_startup, kind=cfg.sweep.searcher, url=url, name=name, mirror_to=mirror,
+                             labels=labels)
+    if cfg.sweep.warm_start and stage == STAGE1 and not searcher.study.trials:  # once, into a new study
+        from sweep.warm_start import warm_start
+
+        info(cfg, warm_start(searcher.study, cfg.sweep.warm_start, dists, cfg.sweep.top_k).describe(
+            cfg.sweep.warm_start, cfg.sweep.top_k))
+    return searcher
 
 
 def scheduler_for(cfg, run_dir: str, stage: str, dists):

@@ -82,7 +82,8 @@ def demo_features(train_config, tmp_path_factory):
 # worker is free.
 RAY_UNITS = {
     "ray-clusters": ("tests/sweep/test_node_loss.py", "tests/sweep/test_cluster_jobs.py", "tests/sweep/test_reaper.py",
-                     "tests/sweep/test_sweep_run.py", "tests/sweep/test_local_ray.py", "tests/trainable/test_gpu.py"),
+                     "tests/sweep/test_sweep_run.py", "tests/sweep/test_local_ray.py", "tests/trainable/test_gpu.py",
+                     "tests/sweep/test_dashboard.py"),
     "ray-sweeps": ("tests/sweep/", "tests/trainable/test_ray_train.py"),  # every other module that starts Ray
 }
 LONG_MODULES = ("tests/trainable/test_loop.py", "tests/trainable/test_evaluate_predict.py")
