@@ -7,6 +7,7 @@ test_sweep_run checks the same lines and records end to end.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from plumbing.cli import parse_config
 from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, validate_sweep
+from sweep.output import WithoutRayNotices
 from sweep.progress import TrialEvents
 from sweep.trials import STOPS_FILE
 from trainable.tensorboard import TBLogger
@@ -125,3 +127,15 @@ def test_a_trial_started_again_by_tune_says_restarted(events, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("search trial r1: started: ")
     assert lines[1] == "search trial r1: restarted (its driver was lost); it goes on from its last checkpoint"
+
+
+def test_rays_worker_pool_notice_is_left_out_of_the_quiet_output_and_nothing_else():
+    out = io.StringIO()
+    stream = WithoutRayNotices(out)
+    print("(raylet) WARNING: 8 PYTHON worker processes have been started on node: ab with address: 1.2.3.4, "
+          "which is 4x the maximum expected startup concurrency (2).", file=stream)
+    print("search trial 1a2b: epoch 1/10 f1 0.41", file=stream)
+    print("(raylet) A worker died or was killed while executing a task", file=stream)
+    print("", file=stream)
+    assert out.getvalue() == ("search trial 1a2b: epoch 1/10 f1 0.41\n"
+                              "(raylet) A worker died or was killed while executing a task\n\n")
