@@ -89,7 +89,10 @@ def connect() -> str:
     address = os.environ.get("RAY_ADDRESS", "").strip() or None
     if not ray.is_initialized():
         if address in (None, "local"):  # "local": Ray itself would join a `ray start` cluster found here
-            ray.init(address="local", logging_level="WARNING", dashboard_port=pin_state_api())
+            try:
+                ray.init(address="local", logging_level="WARNING", dashboard_port=pin_state_api())
+            except Exception as e:  # noqa: BLE001 - whatever stops a local Ray, the user's fix is the same
+                raise UserError(local_ray_failed(e)) from None
         else:
             endpoint = ray_endpoint(address)
             if endpoint:
@@ -100,6 +103,13 @@ def connect() -> str:
                 except ConnectionError as e:
                     raise UserError(unreachable(address, str(e).splitlines()[0])) from None
     return address or "local"
+
+
+def local_ray_failed(error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (f"the local Ray did not start: {first}. The machine may be short of memory, CPU or disk at the "
+            f"moment (Ray's logs: {os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs): try again, "
+            "or start Ray yourself (ray start --head) and run the sweep with RAY_ADDRESS=auto")
 
 
 def pin_state_api() -> int:

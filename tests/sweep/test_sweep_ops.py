@@ -165,3 +165,11 @@ def test_a_dead_ray_address_fails_within_a_minute_naming_it(tmp_path, demo_cache
     assert f"RAY_ADDRESS={address}" in done.stderr and "ray start --head" in done.stderr
     assert "Traceback" not in done.stderr
     assert elapsed < 60, elapsed
+
+
+def test_a_local_ray_that_cannot_start_is_one_message(tmp_path, demo_cache):
+    """Ray's own start-up error (here: its temp dir cannot be made) becomes one line naming what to do."""
+    done, _ = run(sweep_cmd(tmp_path / "run", demo_cache), timeout=90, env=env(RAY_TMPDIR="/proc/forbidden"))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "the local Ray did not start: " in done.stderr and "/proc/forbidden" in done.stderr
+    assert "Traceback" not in done.stderr
