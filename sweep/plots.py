@@ -34,6 +34,7 @@ HISTORY_PNG = "optimization_history.png"
 CURVES_PNG = "learning_curves.png"
 IMPORTANCES_PNG = "param_importances.png"
 SLICE_PNG = "slice.png"
+PLOT_FILES = (HISTORY_PNG, CURVES_PNG, IMPORTANCES_PNG, SLICE_PNG)
 BEST_SO_FAR = "best so far"
 MIN_IMPORTANCE_TRIALS = 10
 SLICE_COLUMNS = 3

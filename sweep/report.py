@@ -13,7 +13,7 @@ from data_prep.config import doc
 from plumbing import storage
 from plumbing.cli import parse_config, run_cli
 from plumbing.errors import UserError
-from sweep.plots import importances_skipped, write_plots
+from sweep.plots import PLOT_FILES, importances_skipped, write_plots
 from sweep.study import build_study, stored_trials
 from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, run_config, write_summary
 
@@ -40,6 +40,8 @@ def refresh(run_dir: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sweep-plots-") as tmp:
         local = run_dir if not storage.is_uri(run_dir) else tmp
         summary["plots"] = [p.name for p in write_plots(local, study, summary["primary_metric"])]
+        for stale in set(PLOT_FILES) - set(summary["plots"]):  # an earlier refresh's picture would mislead
+            storage.delete_file(storage.join(run_dir, stale))
         summary["plots_left_out"] = [why for why in [importances_skipped(study)] if why and study.trials]
         if local == tmp:
             storage.upload_dir(tmp, run_dir)

@@ -88,12 +88,14 @@ def test_leaderboard_ranks_by_best_metric_and_shows_the_error(run_dir):
 @pytest.mark.slow
 def test_report_command_prints_the_leaderboard(run_dir):
     (run_dir / "summary.json").unlink(missing_ok=True)  # written by the tests before, if they ran
+    (run_dir / "param_importances.png").write_bytes(b"an earlier refresh's picture")
     proc = subprocess.run([sys.executable, "-m", "sweep.report", str(run_dir)], capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "rank" in proc.stdout and "asha" in proc.stdout
     assert (run_dir / "summary.json").is_file()
     assert "param_importances.png left out: 8 complete trial(s)" in proc.stdout  # says why it is missing
+    assert not (run_dir / "param_importances.png").exists()  # and no older one stays to mislead
 
 
 def test_stop_reason_rules():
