@@ -31,7 +31,9 @@ from plumbing import storage
 TB_DIR = "tb"  # a run's TensorBoard directory, inside its out_dir (a sweep trial's directory)
 HPARAM_METRIC = "hparam/best_metric"
 STOP_REASON = "stop_reason"  # the HParams column; the values are summary.json's stop_reason ones
-STOP_REASONS = ("finished", "early_stop", "asha", "error")
+# How a run ended: the one vocabulary of the HParams column, summary.json, the study and the plots
+# (a sweep's record adds "unfinished" for a trial an interrupted sweep left running)
+ENDED_REASONS = ("finished", "asha", "early_stop", "error")
 
 
 def flat_hparams(config: dict, keys: tuple[str, ...] = ("task", "seed", "model", "features", "training")
@@ -60,12 +62,12 @@ def end_summaries(hparam_dict: dict[str, Any], stop_reason: str) -> list[Summary
     HParams dashboard takes the first one it finds as the whole sweep's, values and all, and then marks
     no hyper-parameter as differing; without one it builds the experiment from every run's session
     start, with the domains and ``differs`` of the values the runs hold."""
-    if stop_reason not in STOP_REASONS:
-        raise ValueError(f"stop_reason must be one of {', '.join(STOP_REASONS)}; got {stop_reason!r}")
+    if stop_reason not in ENDED_REASONS:
+        raise ValueError(f"stop_reason must be one of {', '.join(ENDED_REASONS)}; got {stop_reason!r}")
     from torch.utils.tensorboard.summary import hparams
 
     _, start, end = hparams({**hparam_dict, STOP_REASON: stop_reason}, {HPARAM_METRIC: 0.0},
-                              hparam_domain_discrete={STOP_REASON: list(STOP_REASONS)})
+                              hparam_domain_discrete={STOP_REASON: list(ENDED_REASONS)})
     if stop_reason == "error":
         info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_FAILURE)
         content = plugin_data_pb2.HParamsPluginData(session_end_info=info, version=metadata.PLUGIN_DATA_VERSION)
