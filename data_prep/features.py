@@ -48,7 +48,8 @@ def _list_column(rows: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
 
 
 def _batches(items: Sequence, desc: str) -> Iterator[Sequence]:
-    with tqdm(total=len(items), desc=desc, unit="ex", disable=len(items) <= PROGRESS_ABOVE) as bar:
+    # None: tqdm draws the bar on a terminal only
+    with tqdm(total=len(items), desc=desc, unit="ex", disable=True if len(items) <= PROGRESS_ABOVE else None) as bar:
         for i in range(0, len(items), BATCH):
             batch = items[i:i + BATCH]
             yield batch

@@ -14,6 +14,7 @@ take ``true/false/yes/no/on/off``, numbers stay numbers and ``[64,128]`` is a li
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -132,7 +133,10 @@ def save_config(cfg: Any, out_dir: str | Path) -> str:
 
 
 def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
-    """Run ``main``; a UserError ends with its message on stderr and exit status 2."""
+    """Run ``main``; a UserError ends with its message on stderr and exit status 2. Progress bars are
+    for a terminal: piped to a file, a command leaves out Hugging Face's (loading weights, downloads)."""
+    if not sys.stderr.isatty():
+        quiet_hf_bars()
     try:
         main(list(sys.argv[1:] if argv is None else argv))
     except UserError as e:
@@ -141,6 +145,20 @@ def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def quiet_hf_bars() -> None:
+    """Hugging Face's progress bars off: through the environment for a later import, through their own
+    switches where transformers / huggingface_hub are imported already (a command module's imports)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def required(cfg: DictConfig, key: str, example: str) -> str:

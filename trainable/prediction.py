@@ -106,7 +106,7 @@ def predict_posts(ckpt: Checkpoint, tokenizer, posts: list[Post], cfg) -> Iterat
     """Prediction records of ``posts``, in input order (see the module docstring)."""
     task, features = ckpt.meta["task"], ckpt.cfg.features
     pad = ckpt.meta["tokenizer"]["pad_token_id"]
-    with tqdm(total=len(posts), unit="post", desc="predict", disable=len(posts) <= BAR_ABOVE) as bar:
+    with tqdm(total=len(posts), unit="post", desc="predict", disable=True if len(posts) <= BAR_ABOVE else None) as bar:
         for n_posts, examples in chunks(posts, task, features.question_mode):
             cols = featurize(examples, task, tokenizer, features)
             outputs, _ = model_outputs(ckpt.model, cols, task, batch_size=ckpt.cfg.training.eval_batch_size,
