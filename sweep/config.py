@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from data_prep.config import DataConfig, FeaturesConfig, doc
 from plumbing.errors import ConfigError
-from trainable.config import TrainConfig, TrainingConfig, validate_train
+from trainable.config import TrainConfig, TrainingConfig, at_least, validate_train
 
 SCHEDULERS = ("asha", "fifo")
 SEARCHERS = ("tpe", "random")
@@ -140,11 +140,6 @@ def startup_trials(cfg: Any, categorical_combinations: int = 1) -> int:
     return min(10, max(3, categorical_combinations, cfg.sweep.num_samples // 3))
 
 
-def _at_least(key: str, value, low) -> None:
-    if value < low:
-        raise ConfigError(key, f"must be at least {low}; got {value}")
-
-
 def validate_sweep(cfg: Any) -> None:
     """Checks of the sweep section (the space is checked by ``sweep.space``)."""
     validate_train(cfg, check_hardware=False)
@@ -157,18 +152,18 @@ def validate_sweep(cfg: Any) -> None:
         raise ConfigError("sweep.storage", f"is an Optuna storage URL (sqlite:///path.db, "
                                            f"postgresql://host/db); got {s.storage!r}")
     for key in ("num_samples", "grace_period", "workers_per_trial", "top_k", "stage2_samples"):
-        _at_least(f"sweep.{key}", getattr(s, key), 1)
-    _at_least("sweep.reduction_factor", s.reduction_factor, 2)
-    _at_least("sweep.max_failures", s.max_failures, 0)
-    _at_least("sweep.unplaceable_timeout_s", s.unplaceable_timeout_s, 0)
+        at_least(f"sweep.{key}", getattr(s, key), 1)
+    at_least("sweep.reduction_factor", s.reduction_factor, 2)
+    at_least("sweep.max_failures", s.max_failures, 0)
+    at_least("sweep.unplaceable_timeout_s", s.unplaceable_timeout_s, 0)
     if s.verbose not in (QUIET, EVENTS, RAY_OUTPUT):
         raise ConfigError("sweep.verbose", f"must be 0, 1 or 2; got {s.verbose}")
     for key in ("max_concurrent",):
         if getattr(s, key) is not None:
-            _at_least(f"sweep.{key}", getattr(s, key), 1)
+            at_least(f"sweep.{key}", getattr(s, key), 1)
     for key in ("retrain_seeds", "startup_trials"):
         if getattr(s, key) is not None:
-            _at_least(f"sweep.{key}", getattr(s, key), 0)
+            at_least(f"sweep.{key}", getattr(s, key), 0)
     if s.time_budget_s is not None and not s.time_budget_s > 0:
         raise ConfigError("sweep.time_budget_s", f"must be > 0 seconds; got {s.time_budget_s}")
     if not s.cpus_per_worker > 0:

@@ -34,9 +34,7 @@ def hold_run_dir(run_dir: str | Path, create: bool = True) -> Path | None:
     resume of nothing, which the config check reports). Taking it again in the same process is a
     no-op (an flock on a second descriptor of the same file would conflict with our own).
     """
-    if storage.is_uri(run_dir):  # object storage has no OS lock
-        # Object storage has no flock; when run directories move there (a separate issue), the
-        # single-driver guarantee needs another mechanism (e.g. a conditional put). Unlocked for now.
+    if storage.is_uri(run_dir):  # object storage has no flock: a bucket run dir is not locked
         return None
     run_dir = Path(run_dir).expanduser().resolve()
     path = run_dir / LOCK_FILE

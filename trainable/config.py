@@ -64,7 +64,8 @@ class TrainConfig(PrepConfig):
     resume: str | None = doc("checkpoint directory to resume from", None)
 
 
-def _at_least(key: str, value, low) -> None:
+def at_least(key: str, value, low) -> None:
+    """A ConfigError naming ``key`` when ``value`` is below ``low``."""
     if value < low:
         raise ConfigError(key, f"must be at least {low}; got {value}")
 
@@ -79,9 +80,9 @@ def validate_train(cfg, *, check_hardware: bool = True) -> None:
     t = cfg.training
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "n_best_size",
                 "max_answer_length", "log_every"):
-        _at_least(f"training.{key}", getattr(t, key), 1)
+        at_least(f"training.{key}", getattr(t, key), 1)
     for key in ("patience", "weight_decay", "max_grad_norm", "focal_gamma", "inside_weight"):
-        _at_least(f"training.{key}", getattr(t, key), 0)
+        at_least(f"training.{key}", getattr(t, key), 0)
     if not t.lr > 0:
         raise ConfigError("training.lr", f"must be > 0; got {t.lr}")
     if not 0 <= t.warmup_ratio < 1:
