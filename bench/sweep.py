@@ -1,13 +1,14 @@
 """Benchmark of the search on the demo: the product against what a user has without it.
 
-    python bench/sweep.py [--seeds N] [key=value ...]     (overrides go to every sweep; out: runs/bench)
+    python bench/sweep.py [--seeds N [--reuse]] [key=value ...]   (overrides go to every sweep; out: runs/bench)
 
 For each seed, three ``python -m sweep.run`` on the demo with the same number of trials, as a user
 would run them (a fresh local Ray each): the product (seeded TPE + ASHA, its defaults), random
 search + FIFO and TPE + FIFO (``training.patience=0``: every trial trains every epoch). It prints
 for each: the best validation metric (mean and spread over seeds), epochs trained, wall time, and
 the epochs it took until the best so far came within 0.01 of the sweep's final best (trials in
-creation order, each trial's epochs read from the sweep's Optuna study). From the FIFO sweeps,
+creation order, each trial's epochs read from the sweep's Optuna study); ``--reuse`` takes the
+figures of an earlier run's sweeps that are still in place (delete one to run it again). From the FIFO sweeps,
 whose trials all run to the end, it prints how well a rung ranks the trials against their final
 best (Spearman): the best metric so far at the rung (what ASHA compares) and the epoch's own.
 
@@ -220,13 +221,19 @@ def rank_correlations(fifo_curves: list[list[list[float]]]) -> list[tuple[int, f
     return out
 
 
-def compare_main(out_root: Path, overrides: list[str], seeds: list[int]) -> None:
+def compare_main(out_root: Path, overrides: list[str], seeds: list[int], reuse: bool = False) -> None:
     rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    saved_path = out_root / "bench_search.json"
+    saved = json.loads(saved_path.read_text()) if reuse and saved_path.is_file() else {}
     fifo_curves = []
     for seed in seeds:
         for arm in ARMS:
             out = (out_root / f"{arm}-s{seed}").resolve()
-            row = run_sweep(arm, out, [*overrides, f"seed={seed}"])
+            kept = saved.get(arm, [])
+            if reuse and (out / "summary.json").is_file() and seed < len(kept):
+                row = kept[seed]  # --reuse: a sweep of an earlier run, still in place (delete it to run it again)
+            else:
+                row = run_sweep(arm, out, [*overrides, f"seed={seed}"])
             trials = curves(out)
             row["to_best"] = epochs_to_best(trials, row["best"])
             rows[arm].append(row)
@@ -255,13 +262,13 @@ def compare_main(out_root: Path, overrides: list[str], seeds: list[int]) -> None
 def main(argv: list[str]) -> None:
     out_root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("out_dir=")), "runs/bench"))
     seeds = int(argv[argv.index("--seeds") + 1]) if "--seeds" in argv else 0
-    flags = {"--job", "--seeds", str(seeds)} if seeds else {"--job"}
+    flags = {"--job", "--seeds", "--reuse", str(seeds)} if seeds else {"--job"}
     overrides = DEFAULTS + [a for a in argv if not a.startswith("out_dir=") and a not in flags]  # later ones win
     out_root.mkdir(parents=True, exist_ok=True)
     if "--job" in argv:
         return job_main(out_root, overrides)
     if seeds:
-        return compare_main(out_root, overrides, list(range(seeds)))
+        return compare_main(out_root, overrides, list(range(seeds)), reuse="--reuse" in argv)
     rows = [run_sweep(s, (out_root / s).resolve(), overrides + ["training.patience=0"]) for s in ("asha", "fifo")]
     head = f"{'scheduler':<9} {'trials':>6} {'epochs':>6} {'wall s':>7} {'best':>8} {'1st result s':>12} " \
            f"{'features s':>10} {'(put s)':>8} {'trials train s':>14}  stopped"
