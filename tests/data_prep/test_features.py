@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -328,12 +331,21 @@ def test_keep_no_answer_keeps_hard_negatives_first():
     assert len(fewer) == 10 and fewer <= hard
 
 
-def test_progress_bar_only_for_large_inputs(tok, capsys):
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_for_large_inputs_on_a_terminal(tok, capsys, monkeypatch):
     annotations = [al.annotation for al in ALIGNMENTS]
-    featurize_pair(pair_examples(annotations * 5), tok, 64)
-    assert "pair features" not in capsys.readouterr().err
     featurize_pair(pair_examples(annotations * 40), tok, 64)
-    assert "pair features" in capsys.readouterr().err
+    assert "pair features" not in capsys.readouterr().err  # piped (captured): no bar however large
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    featurize_pair(pair_examples(annotations * 5), tok, 64)
+    assert "pair features" not in terminal.getvalue()
+    featurize_pair(pair_examples(annotations * 40), tok, 64)
+    assert "pair features" in terminal.getvalue()
 
 
 def test_windows_share_stride_tokens(tok):

@@ -81,19 +81,18 @@ def test_a_resumed_sequential_sweep_decides_as_the_uninterrupted_one(ray_for_mod
 
 @pytest.mark.slow
 def test_a_time_budget_stops_the_search_resumably(ray_for_module, tmp_path):
-    """sweep.time_budget_s: the search stops as on SIGTERM when the budget is spent (trials of a second an
-    epoch, 4 x 4 epochs, against a 5 s budget), and a resume finishes it."""
+    """sweep.time_budget_s: the search stops as on SIGTERM when the budget is spent (3 trials of 4
+    half-second epochs, one at a time, against a 4 s budget), and a resume finishes it."""
     run_dir = tmp_path / "budget"
-    cfg = sweep_fakes.new_run_dir(run_dir, EPOCHS, "sweep.num_samples=4", "sweep.max_concurrent=1",
-                                  "sweep.scheduler=fifo", "sweep.time_budget_s=5")
+    cfg = sweep_fakes.new_run_dir(run_dir, EPOCHS, "sweep.num_samples=3", "sweep.max_concurrent=1",
+                                  "sweep.scheduler=fifo", "sweep.time_budget_s=4")
     dists = to_distributions(SPACE, cfg)
     (run_dir / "no-stop").touch()
-    trainable = sweep_fakes.curve_trainable(EPOCHS, str(run_dir / "no-stop"), os.getpid(), 1.0)
+    trainable = sweep_fakes.curve_trainable(EPOCHS, str(run_dir / "no-stop"), os.getpid(), 0.5)
     with StopSignals(cfg.sweep.time_budget_s) as stop, pytest.raises(Interrupted):
         search(cfg, str(run_dir), dists, trainable, concurrency=1)
     assert stop.budget_spent and stop.exit_status() == 0
-    stopped = load_trials(str(run_dir), STAGE1, cfg)
-    assert 1 <= len(stopped) < 4 and stopped[-1].epochs_run < EPOCHS  # stopped mid-trial, not at a boundary
+    assert sum(r.epochs_run == EPOCHS for r in load_trials(str(run_dir), STAGE1, cfg)) < 3
     with StopSignals():
         search(cfg, str(run_dir), dists, trainable, concurrency=1)
-    assert [r.epochs_run for r in load_trials(str(run_dir), STAGE1, cfg)] == [EPOCHS] * 4
+    assert [r.epochs_run for r in load_trials(str(run_dir), STAGE1, cfg)] == [EPOCHS] * 3

@@ -19,10 +19,10 @@ FLOOR = 0.6
 
 
 @pytest.mark.slow
-def test_the_demo_sweeps_defaults_learn(tmp_path):
+def test_the_demo_sweeps_defaults_learn(tmp_path, demo_cache):
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "HF_HUB_OFFLINE": "1"}
     run_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "sweep.run", f"out_dir={run_dir}", f"cache_dir={tmp_path / 'cache'}",
+    cmd = [sys.executable, "-m", "sweep.run", f"out_dir={run_dir}", f"cache_dir={demo_cache}",
            "sweep.num_samples=1", "sweep.space.training.lr=[5e-4]", "sweep.final_test=false"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=SWEEP_S, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
