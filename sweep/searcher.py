@@ -154,8 +154,11 @@ class TrialSearch(Searcher):
         epochs = self.epochs.get(trial_id, 0)
         planned = int(trial.params.get("training.epochs", self.labels.planned_epochs))
         reason = "error" if error else ended_reason(self.labels.run_dir, self.labels.stage, trial_id, epochs, planned)
-        for key, value in (("epochs_run", epochs), ("planned_epochs", planned), ("stop_reason", reason)):
-            trial.set_user_attr(key, value)
+        try:
+            for key, value in (("epochs_run", epochs), ("planned_epochs", planned), ("stop_reason", reason)):
+                trial.set_user_attr(key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # told before the sweep was stopped, and labelled then
 
     def get_state(self) -> dict[str, Any]:
         return {"sampler": self.sampler, "trials": self.trials, "completed": self.completed, "epochs": self.epochs}

@@ -5,6 +5,7 @@ uninterrupted one would have."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import optuna
 import pytest
@@ -121,3 +122,22 @@ def test_importing_the_sweep_command_leaves_ray_unimported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trial_told_before_a_resume_is_not_told_again(tmp_path):
+    """The driver told a trial, then died before Tune saved the searcher: the restored searcher meets
+    the trial's end again and leaves the stored trial (value and labels) as it was."""
+    from sweep.searcher import StudyLabels
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    labels = StudyLabels(str(tmp_path), "search", planned_epochs=2)
+    searcher = make_searcher(DISTS, seed=3, n_startup=2, url=url, name="s", labels=labels)
+    searcher.suggest("a")
+    state = pickle.loads(pickle.dumps(searcher.get_state()))  # what Tune saved before the end
+    result = {"epoch": 2, "metric": 0.4, "best_metric": 0.5}
+    searcher.on_trial_complete("a", result)
+    restored = make_searcher(DISTS, seed=3, n_startup=2, url=url, name="s", labels=labels)
+    restored.set_state(state)
+    restored.on_trial_complete("a", {**result, "best_metric": 0.9})
+    (trial,) = optuna.load_study(study_name="s", storage=url).trials
+    assert trial.value == 0.5 and trial.user_attrs["stop_reason"] == "finished"
