@@ -35,13 +35,14 @@ class SweepASHA(ASHAScheduler):
     0.05). ASHA's paper never promotes from a rung holding fewer than ``reduction_factor`` trials
     either; it waits, where Ray stops, so here those early arrivals go on."""
 
-    def __init__(self, run_dir: str, experiment: str, stops_path: str, **kwargs: Any):
-        super().__init__(time_attr="epoch", metric=BEST_METRIC, mode=MODE, **kwargs)
+    def __init__(self, run_dir: str, experiment: str, stops_path: str, *, max_t: int, grace_period: int,
+                 reduction_factor: float):
+        super().__init__(time_attr="epoch", metric=BEST_METRIC, mode=MODE, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
         self.run_dir, self.experiment, self.stops_path = run_dir, experiment, stops_path
         self.rebuilt = False
-        self.min_peers = int(math.ceil(kwargs.get("reduction_factor", 4)))
-        self.milestones = rung_epochs(kwargs.get("grace_period", 1), kwargs.get("max_t", 100),
-                                      kwargs.get("reduction_factor", 4))
+        self.min_peers = int(math.ceil(reduction_factor))
+        self.milestones = rung_epochs(grace_period, max_t, reduction_factor)
         self.reached: dict[int, set[str]] = {m: set() for m in self.milestones}  # rung -> trials there
 
     def on_trial_add(self, tune_controller, trial) -> None:
