@@ -73,9 +73,8 @@ def release_unused(run_dir: str | Path) -> None:
     fd = _HELD.pop(str(run_dir), None)
     if fd is None:
         return
-    holder = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
     os.close(fd)
-    if holder.get("pid") == os.getpid() and {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
+    if {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
         (run_dir / LOCK_FILE).unlink()
         if str(run_dir) in _CREATED:
             run_dir.rmdir()

@@ -127,7 +127,7 @@ def main(argv: list[str]) -> None:
             summary = refresh(cfg.out_dir)
             if stop.budget_spent:
                 print(leaderboard(summary))
-            why = f"time budget of {cfg.sweep.time_budget_s:g} s spent" if stop.budget_spent else "interrupted"
+            why = stop_words(cfg, stop)
             print(f"sweep {why} ({e}); state saved. Continue it with: python -m sweep.run "
                   f"resume={cfg.out_dir}", file=sys.stderr)
             raise SystemExit(stop.exit_status()) from None
@@ -135,7 +135,7 @@ def main(argv: list[str]) -> None:
             resumable = storage.exists(storage.join(cfg.out_dir, CONFIG_FILE))
             hint = (f"continue it with: python -m sweep.run resume={cfg.out_dir}" if resumable
                     else "nothing was saved yet; start it again")
-            why = f"time budget of {cfg.sweep.time_budget_s:g} s spent" if stop.budget_spent else "interrupted"
+            why = stop_words(cfg, stop)
             print(f"sweep {why}; {hint}", file=sys.stderr)
             raise SystemExit(stop.exit_status()) from None
     print(leaderboard(summary))
@@ -148,6 +148,11 @@ def main(argv: list[str]) -> None:
         print(f"error: no trial finished an epoch ({len(errors)} errored); the first error: {first}",
               file=sys.stderr)
         raise SystemExit(1)
+
+
+def stop_words(cfg, stop: StopSignals) -> str:
+    """What ended a sweep early, for its message: its own time budget or an operator's signal."""
+    return f"time budget of {cfg.sweep.time_budget_s:g} s spent" if stop.budget_spent else "interrupted"
 
 
 if __name__ == "__main__":
