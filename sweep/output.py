@@ -26,12 +26,15 @@ def quiet_ray(verbose: int) -> None:
     the workers' and raylets' lines are not forwarded to this process (``log_to_driver``), Ray's
     notices to every driver (RAY_NOTICES) are left out of stdout and a piped stdout gets no colour
     codes; a local Ray gets token authentication by asking for it, as Ray does by default, minus the warning it
-    prints then (a remote cluster's mode is the user's to set); Optuna says only warnings.
+    prints then (a remote cluster's mode is the user's to set); Optuna says only warnings. Tune's warning
+    that it saved its experiment state often goes too: an in-process trial's checkpoint makes Tune save it
+    at once (num_to_keep=1), which is what a resume after kill -9 starts from.
     """
     if verbose >= RAY_OUTPUT:
         return
     import optuna
 
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # a piped log gets "(raylet)", not escape codes

@@ -18,7 +18,7 @@ from plumbing import storage
 from plumbing.cli import CONFIG_FILE, parse_config, run_cli, save_config
 from plumbing.errors import UserError
 from plumbing.jsonio import write_json
-from sweep.config import SweepConfig, retrain_seed_count, two_stage_on
+from sweep.config import SweepConfig, in_process_on, retrain_seed_count, two_stage_on
 from sweep.lock import hold_run_dir, release_unused
 from sweep.output import info, quiet_ray
 from sweep.resources import TrialResources, cluster_plan, connect
@@ -61,8 +61,10 @@ def prepare_run(cfg, dists) -> Prepared:
     run_dir = cfg.out_dir = storage.absolute(cfg.out_dir)
     address = connect()
     concurrency, cluster = cluster_plan(cfg, cfg.sweep.num_samples)
-    info(cfg, f"sweep: Ray at {address}; {cluster}; trial = {TrialResources.from_config(cfg).describe()}; "
-              f"{concurrency} trial(s) at once")
+    cfg.sweep.in_process = in_process_on(cfg, address)  # saved: a resumed sweep keeps its trials' resources
+    where = "in the trial's process" if cfg.sweep.in_process else "as a Ray Train worker group"
+    info(cfg, f"sweep: Ray at {address}; {cluster}; trial = {TrialResources.from_config(cfg).describe()} "
+              f"{where}; {concurrency} trial(s) at once")
     save_config(cfg, run_dir)
     write_json(storage.join(run_dir, SPACE_FILE), space_to_json(dists))
     update_timings(run_dir, keep=True, started_at=started)
@@ -82,7 +84,7 @@ def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
     from sweep.tracking import record_best
 
     run_dir, concurrency = prepared.run_dir, prepared.concurrency
-    trainable = trainable_for(cfg, prepared.shared)
+    trainable = trainable_for(cfg, prepared.shared, in_process=bool(cfg.sweep.in_process))
     search(cfg, run_dir, dists, trainable, concurrency)
     if two_stage_on(cfg):
         second_stage(cfg, run_dir, dists, trainable, concurrency)

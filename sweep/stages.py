@@ -31,7 +31,7 @@ from sweep.space import (
 )
 from sweep.summary import best_checkpoint_of, search_trials
 from sweep.trials import RETRAIN, STAGE1, STAGE2, STOPS_FILE, best_trial, load_trials, tune_states
-from trainable.session import TEST_METRICS
+from trainable.session import METRIC, MODE, TEST_METRICS
 
 TIMINGS_FILE = "timings.json"
 
@@ -93,14 +93,18 @@ def update_timings(run_dir: str, keep: bool = False, **values: float) -> None:
     write_json(path, timings)
 
 
-def trainable_for(cfg, shared: Shared):
+def trainable_for(cfg, shared: Shared, in_process: bool = False):
+    """Each trial's driver: with ``in_process`` (one worker) it trains itself and holds the worker's
+    resources, else it holds none and starts a Ray Train worker group (``sweep.driver``)."""
     from ray import tune
 
     req = TrialResources.from_config(cfg)
     setup = {"base": OmegaConf.to_container(cfg, resolve=True), "refs": shared.refs,
              "resources": {"workers": req.workers, "gpus_per_worker": req.gpus_per_worker,
-                           "per_worker": req.per_worker()}}
-    return tune.with_resources(tune.with_parameters(driver, setup=setup), DRIVER_RESOURCES)
+                           "per_worker": req.per_worker(), "in_process": in_process}}
+    resources = {**DRIVER_RESOURCES, **{k.lower(): v for k, v in req.per_worker().items()}} if in_process \
+        else DRIVER_RESOURCES
+    return tune.with_resources(tune.with_parameters(driver, setup=setup), resources)
 
 
 def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_samples: int = 1,
@@ -133,7 +137,11 @@ def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), events,
                                                  _first_result_callback(run_dir),
                                                  *tracking.callbacks(cfg, run_dir, name)],
-                                      failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)))
+                                      failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                                      # an in-process trial's checkpoints (a Train run keeps its own)
+                                      checkpoint_config=tune.CheckpointConfig(
+                                          num_to_keep=1, checkpoint_score_attribute=METRIC,
+                                          checkpoint_score_order=MODE)))
     with tune_output(cfg.sweep.verbose):
         tuner.fit()
     states = tune_states(str(exp))

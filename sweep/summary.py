@@ -63,12 +63,15 @@ def search_trials(run_dir: str, cfg: Any) -> list[TrialRecord]:
 
 
 def best_checkpoint_of(record: TrialRecord) -> str | None:
-    """The trial's best checkpoint as Ray Train recorded it (one kept per trial)."""
+    """The trial's best checkpoint as Ray Train recorded it, or Tune for a trial that trained in its own
+    process (one kept per trial; the loop checkpoints only on improvement, so the latest is the best)."""
     from ray.train import Result
 
     train_dir = storage.join(record.path, TRAIN_RUN_NAME)
     if not storage.exists(train_dir):
-        return None
+        names = storage.list_dir(record.path) if storage.exists(record.path) else []
+        found = sorted(n for n in names if n.startswith("checkpoint_"))
+        return storage.join(record.path, found[-1]) if found else None
     quiet = logging.getLogger("ray.train")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # from_path logs a paragraph about resuming per call

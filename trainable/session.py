@@ -1,4 +1,4 @@
-"""Where the loop reports to: Ray Train in a worker, plain files when run alone.
+"""Where the loop reports to: Ray Train in a worker, a Tune trial's own process, plain files when run alone.
 
 The loop only knows this interface, which is what lets the same code run under a
 ``TorchTrainer`` and in ``python -m trainable.single``.
@@ -120,3 +120,32 @@ class RaySession:
             return self._resume
         # A local copy: checkpoints may live on remote storage.
         return checkpoint.to_directory()
+
+
+class TuneSession:
+    """The loop inside a Tune trial's own process (a sweep's one-worker trial without a Ray Train worker
+    group): each epoch goes to ``ray.tune.report``, the checkpoint with it, which Tune keeps in the trial
+    directory and scores as Ray Train would; a retried or resumed trial continues from Tune's latest
+    checkpoint. The epoch history goes to ``<out_dir>/metrics.json`` as in ``RaySession``."""
+
+    rank = 0
+    world_size = 1
+    is_main = True
+
+    def __init__(self, out_dir: str, resume: str | None = None):
+        from ray import tune
+
+        self.metrics_path = storage.join(str(out_dir), METRICS_FILE)
+        self._resume = resume
+        self._tune = tune
+        self.last: dict = {}  # the last epoch's report: the trial's final result
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        self.last = metrics
+        record_epoch(self.metrics_path, metrics)
+        checkpoint = self._tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self._tune.report(metrics, checkpoint=checkpoint)  # the checkpoint is persisted before it returns
+
+    def resume_checkpoint(self) -> str | None:
+        checkpoint = self._tune.get_checkpoint()
+        return self._resume if checkpoint is None else checkpoint.to_directory()

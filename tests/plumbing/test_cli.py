@@ -168,7 +168,7 @@ NULLABLE = {
                   "resume": "r", "sweep.max_concurrent": "2", "sweep.startup_trials": "3",
                   "sweep.two_stage": "on", "sweep.retrain_seeds": "1", "sweep.space_file": "s.yaml",
                   "sweep.storage": "sqlite:///s.db", "sweep.time_budget_s": "60",
-                  "sweep.warm_start": "runs/old",
+                  "sweep.warm_start": "runs/old", "sweep.in_process": "true",
                   "tracking.experiment": "e", "training.metric": "own_top1"},
     EvaluateConfig: {"out_dir": "o", "cache_dir": "c", "data_dir": "d", "training.eval_batch_size": "8"},
     PredictConfig: {"out_dir": "o", "batch_size": "8", "pair_threshold": "0.4"},

@@ -139,17 +139,18 @@ def local_env() -> dict[str, str]:
 
 
 def committed_checkpoint(run_dir: Path) -> bool:
-    """Ray Train has registered a checkpoint of the trial's run: what a resumed trial goes on from (a
-    checkpoint directory alone is not that; a kill before the controller took the report leaves one)."""
-    import ray.train
+    """Tune's saved experiment state holds a checkpoint of the trial (which trains in its own process on a
+    local Ray): what a resumed trial goes on from (a checkpoint directory alone is not that; a kill before
+    the driver took the report leaves one)."""
+    from ray.tune import ExperimentAnalysis
 
-    for train in run_dir.glob("search/*/train"):
-        try:
-            if ray.train.Result.from_path(str(train)).checkpoint is not None:
-                return True
-        except (RuntimeError, ValueError, OSError):  # not written yet, or caught mid-write
-            continue
-    return False
+    if not list((run_dir / "search").glob("experiment_state-*.json")):
+        return False
+    try:
+        analysis = ExperimentAnalysis(str(run_dir / "search"))
+        return any(analysis.get_last_checkpoint(trial) is not None for trial in analysis.trials)
+    except (RuntimeError, ValueError, OSError):  # not written yet, or caught mid-write
+        return False
 
 
 def session_of(driver: subprocess.Popen) -> str | None:
