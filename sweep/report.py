@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from plumbing.errors import UserError
 from sweep.plots import PLOT_FILES, importances_skipped, write_plots
 from sweep.study import build_study, stored_trials
 from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, run_config, write_summary
+from trainable.model_card import write_model_card
 
 DESCRIPTION = """
 Print the leaderboard of a sweep (python -m sweep.run) and rewrite its summary.json,
@@ -36,6 +38,10 @@ def refresh(run_dir: str | Path) -> dict[str, Any]:
     """Rewrite everything derived from the trials; returns the summary (with the plots' names)."""
     run_dir = storage.absolute(run_dir)  # Tune/pyarrow read a relative path as a URI and fail
     summary, records = write_summary(run_dir)
+    best = summary["best"]
+    if best and best.get("checkpoint"):  # the card beside the model, with the test metrics when they exist
+        name = posixpath.basename(run_dir.rstrip("/"))
+        write_model_card(best["checkpoint"], summary.get("test"), best["params"], name)
     study = build_study(records, read_space(run_dir), run_dir, stored_trials(run_dir, run_config(run_dir)))
     with tempfile.TemporaryDirectory(prefix="sweep-plots-") as tmp:
         local = run_dir if not storage.is_uri(run_dir) else tmp

@@ -92,6 +92,7 @@ def copy_best_checkpoint(run_dir: str, record: TrialRecord) -> str | None:
     (weights, configs, tokenizer, meta). The optimizer, scheduler, scaler and RNG state (most of a
     checkpoint's size) stays in the trial's own checkpoint, for resuming it."""
     from trainable.checkpoint import STATE_FILE
+    from trainable.hf_model import write_hf_model
 
     source = best_checkpoint_of(record)
     if source is None:
@@ -104,6 +105,7 @@ def copy_best_checkpoint(run_dir: str, record: TrialRecord) -> str | None:
         local = Path(tmp) / BEST_CHECKPOINT
         storage.download_dir(source, local)
         (local / STATE_FILE).unlink(missing_ok=True)
+        write_hf_model(local)  # span: also a transformers QA model (pipeline, from_pretrained)
         (local / ".source").write_text(source)
         storage.replace_dir(local, target)
     return target

@@ -17,8 +17,10 @@ from data_prep.pipeline import prepare_features
 from plumbing.cli import absolute, parse_config, run_cli, save_config
 from plumbing.errors import UserError
 from trainable.config import TrainConfig, metric_name, validate_train
+from trainable.hf_model import write_hf_model
 from trainable.inference import test_best
 from trainable.loop import check_resume_task, train_loop
+from trainable.model_card import write_model_card
 from trainable.session import BEST_METRIC, CHECKPOINT_DIR, METRIC, METRICS_FILE, LocalSession
 from trainable.tensorboard import TB_DIR
 
@@ -51,7 +53,10 @@ def run(cfg) -> dict:
         raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
                         "training.epochs already reached by the resumed checkpoint?)")
     print(session.end_line(cfg.training.patience), flush=True)
-    return test_best(cfg, fs, session.checkpoint_path, out)
+    write_hf_model(session.checkpoint_path)  # span: also a transformers QA model (pipeline, from_pretrained)
+    metrics = test_best(cfg, fs, session.checkpoint_path, out)
+    write_model_card(str(session.checkpoint_path), metrics, name=out.name)
+    return metrics
 
 
 def check_out_dir(out: Path, resume: str | None) -> None:

@@ -133,6 +133,20 @@ def test_best_checkpoint_and_the_test_split_evaluation_are_kept(swept):
 
 
 @pytest.mark.slow
+def test_best_checkpoint_is_a_question_answering_model_with_its_card(swept):
+    import yaml
+    from transformers import AutoModelForQuestionAnswering
+
+    best = swept.run_dir / "best_checkpoint"
+    assert type(AutoModelForQuestionAnswering.from_pretrained(best)).__name__ == "BertForQuestionAnswering"
+    header = yaml.safe_load((best / "README.md").read_text().split("---")[1])
+    results = {r["dataset"]["split"]: {m["type"]: m["value"] for m in r["metrics"]}
+               for r in header["model-index"][0]["results"]}
+    assert results["test"]["f1"] == pytest.approx(swept.summary["test"]["f1"], abs=1e-4)
+    assert results["validation"]["f1"] == pytest.approx(swept.summary["best"]["result"]["val_f1"], abs=1e-4)
+
+
+@pytest.mark.slow
 def test_best_checkpoint_is_enough_to_evaluate_and_predict(swept, tmp_path):
     from trainable import evaluate, predict
 
