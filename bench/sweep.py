@@ -12,6 +12,13 @@ figures of an earlier run's sweeps that are still in place (delete one to run it
 whose trials all run to the end, it prints how well a rung ranks the trials against their final
 best (Spearman): the best metric so far at the rung (what ASHA compares) and the epoch's own.
 
+    python bench/sweep.py --startup [key=value ...]
+
+Where a trial's start-up goes: the same sequential sweep (3 trials of 3 epochs, one at a time) with each
+one-worker trial training in its own process (``sweep.in_process=true``) and through a Ray Train worker
+group (``false``); per way, the first result's time split into what came before the loop, the loop's
+setup and one epoch (``startup_phases``).
+
     python bench/sweep.py --job [key=value ...]
 
 Time to the first trial result of a sweep submitted as a job, beside the same sweep run as a
@@ -46,6 +53,12 @@ ARMS = {  # name -> the overrides that make it
     "tpe+fifo": ["sweep.searcher=tpe", "sweep.scheduler=fifo", "training.patience=0"],
 }
 WITHIN = 0.01
+STARTUP = {  # --startup: how a trial trains (sweep.in_process), in sequential sweeps of the same trials
+    "in-process": ["sweep.in_process=true"],
+    "worker-group": ["sweep.in_process=false"],
+}
+STARTUP_RUN = ["sweep.num_samples=3", "training.epochs=3", "training.patience=0", "sweep.max_concurrent=1",
+               "sweep.scheduler=fifo", "sweep.final_test=false"]
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_START_S = 120
@@ -53,8 +66,8 @@ JOB_S = 1200
 
 
 def run_sweep(scheduler: str, out: Path, overrides: list[str]) -> dict:
-    """``scheduler`` names the run (an ARMS key, or asha/fifo); ``overrides`` come after it and win."""
-    arm = ARMS.get(scheduler, [f"sweep.scheduler={scheduler}"])
+    """``scheduler`` names the run (an ARMS or STARTUP key, or asha/fifo); ``overrides`` come after it and win."""
+    arm = {**ARMS, **STARTUP}.get(scheduler, [f"sweep.scheduler={scheduler}"])
     cmd = [sys.executable, "-m", "sweep.run", f"out_dir={out}", *arm, "sweep.verbose=0", *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -259,14 +272,43 @@ def compare_main(out_root: Path, overrides: list[str], seeds: list[int], reuse: 
     (out_root / "bench_search.json").write_text(json.dumps(rows, indent=1))
 
 
+def startup_phases(out: Path) -> dict[str, float]:
+    """Where a trial's time before its first result goes, averaged over the sweep's trials: the loop's own
+    setup (``setup_s``: features from the object store, model, optimizer), an epoch (the median of the
+    later ones, from Tune's ``time_this_iter_s``) and the rest of the first result's time, spent before
+    the loop began (the trial's process, and for a worker group its controller, placement group and worker)."""
+    from statistics import fmean, median
+
+    from sweep.trials import read_results
+
+    runs = [read_results(str(t)) for t in sorted((out / "search").glob("trial_*"))]
+    first = fmean(r[0]["time_this_iter_s"] for r in runs)
+    epoch = fmean(median(x["time_this_iter_s"] for x in r[1:]) for r in runs)
+    setup = fmean(r[0]["setup_s"] for r in runs)
+    return {"first_result_s": first, "before_loop_s": first - setup - epoch, "setup_s": setup, "epoch_s": epoch}
+
+
+def startup_main(out_root: Path, overrides: list[str]) -> None:
+    """Both ways a one-worker trial trains, one trial at a time (nothing else competes for the CPUs)."""
+    print(f"{'trial':<13} {'first result s':>14} {'before loop s':>13} {'setup s':>8} {'epoch s':>8} {'wall s':>7}")
+    for name in STARTUP:
+        out = (out_root / f"startup-{name}").resolve()
+        wall = run_sweep(name, out, [*overrides, *STARTUP_RUN])["wall_s"]
+        p = startup_phases(out)
+        print(f"{name:<13} {p['first_result_s']:>14.1f} {p['before_loop_s']:>13.1f} {p['setup_s']:>8.1f} "
+              f"{p['epoch_s']:>8.1f} {wall:>7.0f}", flush=True)
+
+
 def main(argv: list[str]) -> None:
     out_root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("out_dir=")), "runs/bench"))
     seeds = int(argv[argv.index("--seeds") + 1]) if "--seeds" in argv else 0
-    flags = {"--job", "--seeds", "--reuse", str(seeds)} if seeds else {"--job"}
+    flags = {"--job", "--startup", "--seeds", "--reuse", str(seeds)} if seeds else {"--job", "--startup"}
     overrides = DEFAULTS + [a for a in argv if not a.startswith("out_dir=") and a not in flags]  # later ones win
     out_root.mkdir(parents=True, exist_ok=True)
     if "--job" in argv:
         return job_main(out_root, overrides)
+    if "--startup" in argv:
+        return startup_main(out_root, overrides)
     if seeds:
         return compare_main(out_root, overrides, list(range(seeds)), reuse="--reuse" in argv)
     rows = [run_sweep(s, (out_root / s).resolve(), overrides + ["training.patience=0"]) for s in ("asha", "fifo")]

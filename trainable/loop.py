@@ -429,11 +429,15 @@ def train_loop(config: dict, session: Session | None = None, progress_bar: bool 
     """
     cfg = resolve_config(config)
     session = session or default_session(cfg)
+    started = time.perf_counter()
     run = setup(cfg, config, session, features)
+    setup_s: float | None = time.perf_counter() - started  # features, model, optimizer: in the first report
     tb = TBLogger(config.get("tb_dir") if session.is_main else None, flat_hparams(run.config))
     try:
         for epoch in range(run.state.epoch + 1, run.cfg.training.epochs):
             stats = train_epoch(run, epoch, tb, progress_bar)
+            if setup_s is not None:  # where a run's start-up goes (bench/sweep.py --startup)
+                stats["setup_s"], setup_s = setup_s, None
             if end_epoch(run, epoch, stats, tb):
                 break
     finally:
