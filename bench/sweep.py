@@ -279,9 +279,9 @@ def startup_phases(out: Path) -> dict[str, float]:
     the loop began (the trial's process, and for a worker group its controller, placement group and worker)."""
     from statistics import fmean, median
 
-    from sweep.trials import read_results
-
-    runs = [read_results(str(t)) for t in sorted((out / "search").glob("trial_*"))]
+    # Tune's own result.json, read here: this script's name hides the sweep package from its imports
+    runs = [[json.loads(line) for line in (t / "result.json").read_text().splitlines()]
+            for t in sorted((out / "search").glob("trial_*"))]
     first = fmean(r[0]["time_this_iter_s"] for r in runs)
     epoch = fmean(median(x["time_this_iter_s"] for x in r[1:]) for r in runs)
     setup = fmean(r[0]["setup_s"] for r in runs)
