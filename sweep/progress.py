@@ -18,6 +18,7 @@ from ray.tune import Callback
 from plumbing import storage
 from sweep.config import EVENTS, train_dict
 from sweep.driver import trial_config, trial_dir_of
+from sweep.space import apply_params
 from sweep.trials import ended_reason, read_error
 from trainable.session import BEST_METRIC, METRIC
 from trainable.tensorboard import TB_DIR, flat_hparams, write_end
@@ -32,6 +33,11 @@ class TrialEvents(Callback):
         self.base, self.run_dir, self.experiment = base, str(run_dir), experiment
         self.metric_label, self.verbose = metric_label, verbose
         self.started: set[str] = set()
+        self._base_cfg = None  # the typed base config, built once: a merge takes 20-80 ms
+        self._cfgs: dict[str, Any] = {}  # running trials' configs, built once each (every result needs one)
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment: no caches
+        return {**self.__dict__, "_base_cfg": None, "_cfgs": {}}
 
     # ------------------------------------------------------------ Tune's hooks
 
@@ -63,11 +69,13 @@ class TrialEvents(Callback):
             self.say(trial, f"stopped early after epoch {epoch}/{planned}: no better {self.metric_label} "
                             f"in {patience} epoch(s) ({best})")
         self.record_end(trial, reason)
+        self._cfgs.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         error = read_error(self.trial_dir(trial))
         self.say(trial, f"errored: {error or 'see the trial directory'} ({trial.storage.trial_dir_name})")
         self.record_end(trial, "error")
+        self._cfgs.pop(trial.trial_id, None)
 
     # ------------------------------------------------------------ helpers
 
@@ -79,7 +87,12 @@ class TrialEvents(Callback):
         return trial_dir_of(self.run_dir, trial.storage)
 
     def trial_cfg(self, trial):
-        return trial_config(self.base, dict(trial.config))
+        cfg = self._cfgs.get(trial.trial_id)
+        if cfg is None:
+            if self._base_cfg is None:
+                self._base_cfg = trial_config(self.base, {})
+            cfg = self._cfgs[trial.trial_id] = apply_params(self._base_cfg, dict(trial.config))
+        return cfg
 
     def planned(self, trial) -> int:
         return int(self.trial_cfg(trial).training.epochs)
