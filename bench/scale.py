@@ -1,6 +1,7 @@
 """The sweep's own cost as its trials grow: simulated trials through the project's stack beside bare Tune.
 
     python bench/scale.py [--trials 100,300,1000] [--concurrency 32] [--epochs 9] [--epoch-s 0.05]
+                          [--grace 3] [--no-fifo]
 
 A simulated trial is a learning curve, one short sleep per epoch: its height depends on the config
 (lr against a best lr of 1e-3, a small batch-size effect), it saturates over the epochs, and seeded noise
@@ -13,7 +14,9 @@ measured is what runs around the trials. Each arm runs in a fresh process with a
   trial's own session (``TuneSession``: ``metrics.json`` and ``tune.report``), then the record
   (``sweep.report.refresh``: summary, trials table, plots, study);
 - ``bare``: Tune alone with the same trials, concurrency, TPE (Ray's ``OptunaSearch``) and ASHA;
-- ``fifo``: the project with ``sweep.scheduler=fifo``, for the epochs ASHA saves and the best it keeps.
+- ``fifo``: the project with ``sweep.scheduler=fifo``, for the epochs ASHA saves and the best it keeps
+  (``--no-fifo`` leaves it out). Both ASHAs use ``--grace`` (the sweep's default, 3) and a reduction
+  factor of 2.
 
 Per N it prints wall time against the ideal (every epoch's sleep, C at a time), the driver's CPU time per
 trial for the project and bare Tune and their ratio (the overhead ratio), TPE's time per suggestion with
@@ -74,7 +77,7 @@ def bare_trial(config: dict, epochs: int, epoch_s: float) -> None:
         tune.report({"epoch": epoch, "metric": value, "best_metric": best})
 
 
-def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, scheduler: str) -> dict:
+def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, scheduler: str, grace: int) -> dict:
     from ray import tune
 
     from plumbing.cli import parse_config, save_config
@@ -86,6 +89,7 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
 
     cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={epochs}", "training.patience=0",
                                      f"sweep.num_samples={n}", f"sweep.scheduler={scheduler}", "sweep.verbose=1",
+                                     f"sweep.grace_period={grace}",
                                      "sweep.final_test=false"], "sweep.run", "")
     save_config(cfg, run_dir)
     dists = to_distributions(SPACE, cfg)
@@ -107,7 +111,7 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
     return out
 
 
-def run_bare(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float) -> dict:
+def run_bare(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, grace: int) -> dict:
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -119,7 +123,7 @@ def run_bare(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float) -> dict
     trainable = tune.with_resources(tune.with_parameters(bare_trial, epochs=epochs, epoch_s=epoch_s), {"cpu": 1})
     tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
         search_alg=searcher, num_samples=n, max_concurrent_trials=c,
-        scheduler=ASHAScheduler(time_attr="epoch", metric="best_metric", mode="max", max_t=epochs, grace_period=3,
+        scheduler=ASHAScheduler(time_attr="epoch", metric="best_metric", mode="max", max_t=epochs, grace_period=grace,
                                 reduction_factor=2)),
         run_config=tune.RunConfig(storage_path=str(run_dir), name="bare", verbose=0))
     cpu, wall = time.process_time(), time.perf_counter()
@@ -160,7 +164,7 @@ class _stdout:
         sys.stdout = self.saved
 
 
-def arm_main(arm: str, n: int, c: int, epochs: int, epoch_s: float) -> None:
+def arm_main(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int) -> None:
     """One arm in this process: its figures as one JSON line on stdout."""
     import ray
 
@@ -170,17 +174,17 @@ def arm_main(arm: str, n: int, c: int, epochs: int, epoch_s: float) -> None:
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         if arm == "bare":
-            out = run_bare(run_dir, n, c, epochs, epoch_s)
+            out = run_bare(run_dir, n, c, epochs, epoch_s, grace)
         else:
-            out = run_project(run_dir, n, c, epochs, epoch_s, "fifo" if arm == "fifo" else "asha")
+            out = run_project(run_dir, n, c, epochs, epoch_s, "fifo" if arm == "fifo" else "asha", grace)
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ray.shutdown()
     print(json.dumps(out), flush=True)
 
 
-def run_arm(arm: str, n: int, c: int, epochs: int, epoch_s: float) -> dict:
+def run_arm(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--trials", str(n), "--concurrency", str(c),
-           "--epochs", str(epochs), "--epoch-s", str(epoch_s)]
+           "--epochs", str(epochs), "--epoch-s", str(epoch_s), "--grace", str(grace)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -194,13 +198,15 @@ def main(argv: list[str]) -> None:
 
     sizes = [int(x) for x in arg("--trials", "100,300,1000").split(",")]
     c, epochs, epoch_s = int(arg("--concurrency", "32")), int(arg("--epochs", "9")), float(arg("--epoch-s", "0.05"))
+    grace, fifo = int(arg("--grace", "3")), "--no-fifo" not in argv
     if "--arm" in argv:
-        return arm_main(arg("--arm", ""), sizes[0], c, epochs, epoch_s)
+        return arm_main(arg("--arm", ""), sizes[0], c, epochs, epoch_s, grace)
     print(f"{'N':>5} {'wall s':>7} {'ideal s':>7} {'bare wall':>9} {'driver ms/trial':>15} {'bare ms/trial':>13} "
           f"{'overhead':>8} {'TPE ms':>6} {'record s':>8} {'MB':>6} {'files/trial':>11} {'peak MB':>7} "
           f"{'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9}")
     for n in sizes:
-        p, b, f = (run_arm(a, n, c, epochs, epoch_s) for a in ("project", "bare", "fifo"))
+        p, b = (run_arm(a, n, c, epochs, epoch_s, grace) for a in ("project", "bare"))
+        f = run_arm("fifo", n, c, epochs, epoch_s, grace) if fifo else {"epochs": float("nan"), "best": float("nan")}
         ideal = p["epochs"] * epoch_s / c
         print(f"{n:>5} {p['wall_s']:>7.1f} {ideal:>7.1f} {b['wall_s']:>9.1f} {1000 * p['driver_cpu_s'] / n:>15.1f} "
               f"{1000 * b['driver_cpu_s'] / n:>13.1f} {p['driver_cpu_s'] / b['driver_cpu_s']:>8.2f} "
