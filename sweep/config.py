@@ -130,10 +130,11 @@ def is_real_run(cfg: Any) -> bool:
 
 def in_process_on(cfg: Any, address: str) -> bool:
     """``sweep.in_process``, or by default: one worker per trial on a Ray this sweep started (``address``
-    is what ``sweep.resources.connect`` returned)."""
+    is what ``sweep.resources.connect`` returned). A resumed run dir saved without it (an older version)
+    keeps its trials' Ray Train runs, which hold their checkpoints."""
     if cfg.sweep.in_process is not None:
         return bool(cfg.sweep.in_process)
-    return cfg.sweep.workers_per_trial == 1 and address == "local"
+    return cfg.sweep.workers_per_trial == 1 and address == "local" and not cfg.resume
 
 
 def two_stage_on(cfg: Any) -> bool:

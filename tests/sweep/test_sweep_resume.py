@@ -109,3 +109,48 @@ def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_pa
                                f"{t['best_metric']:.4f})"), events[-1]
     for noise in ("TrainingReport", "RayDeprecationWarning", "(RayTrainWorker", "(TrainController", "Trial status"):
         assert noise not in text, noise
+
+
+def trial_processes(cluster) -> dict:
+    """Tune's trial actors (a function trainable's process) in the cluster, by actor id."""
+    actors = list_actors(address=cluster.address, filters=[("class_name", "=", "ImplicitFunc")], detail=True,
+                         raise_on_missing_output=False, timeout=30)
+    return {a.actor_id: a for a in actors}
+
+
+@pytest.mark.slow
+def test_a_killed_in_process_trial_is_retried_from_its_checkpoint(cluster, tmp_path, demo_cache):
+    """sweep.in_process=true: the trial's own process trains; killed after its first checkpoint, Tune
+    restarts it, and it goes on from Tune's checkpoint: every epoch recorded once, epoch 1 evaluated once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    log = tmp_path / "sweep.log"
+    earlier = set(trial_processes(cluster))
+    cmd = sweep_cmd(tmp_path, demo_cache, "sweep.num_samples=1", "sweep.max_failures=2", "sweep.verbose=1",
+                    "sweep.in_process=true")
+    proc = start(cluster, cmd, log)
+
+    def checkpointed():
+        trials = trial_dirs(run_dir)
+        return trials[0] if trials and list(trials[0].glob("checkpoint_*")) and read_results(trials[0]) else None
+
+    trial = wait_for(checkpointed, proc, log, "the first checkpoint")
+
+    def trial_pid():
+        alive = [a for i, a in trial_processes(cluster).items() if i not in earlier and a.state == "ALIVE"]
+        return alive[0].pid if alive else None
+
+    os.kill(wait_for(trial_pid, proc, log, "the trial's process in Ray's actor table"), signal.SIGKILL)
+    finish(proc, log)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (t,) = summary["trials"]
+    assert t["state"] == "TERMINATED" and t["stop_reason"] == "finished" and t["error"] is None
+    assert [r["epoch"] for r in read_results(trial)] == list(range(1, EPOCHS + 1))
+    assert not (trial / "train").exists()  # no Ray Train run: the trial trained in its own process
+    events = EventAccumulator(str(trial / "tb"), purge_orphaned_data=False)
+    events.Reload()
+    steps = [e.step for e in events.Scalars("val/f1")]
+    assert steps.count(1) == 1 and set(steps) == set(range(1, EPOCHS + 1)), steps
+    assert "restarted" in log.read_text()
