@@ -49,6 +49,11 @@ def record_epoch(path: Path, metrics: dict) -> None:
     write_json(path, [*history, metrics])
 
 
+def local_copy(checkpoint, fallback: str | None) -> str | None:
+    """A local directory of Ray's checkpoint (it may live on remote storage), else ``fallback``."""
+    return fallback if checkpoint is None else checkpoint.to_directory()
+
+
 class LocalSession:
     """One process: metrics appended to ``metrics.json``, the best checkpoint at ``checkpoint/``."""
 
@@ -115,11 +120,7 @@ class RaySession:
         self._train.report(metrics, checkpoint=checkpoint)
 
     def resume_checkpoint(self) -> str | None:
-        checkpoint = self._train.get_checkpoint()  # Ray's own (a restarted worker group) wins
-        if checkpoint is None:
-            return self._resume
-        # A local copy: checkpoints may live on remote storage.
-        return checkpoint.to_directory()
+        return local_copy(self._train.get_checkpoint(), self._resume)  # Ray's own (a restarted group) wins
 
 
 class TuneSession:
@@ -147,5 +148,4 @@ class TuneSession:
         self._tune.report(metrics, checkpoint=checkpoint)  # the checkpoint is persisted before it returns
 
     def resume_checkpoint(self) -> str | None:
-        checkpoint = self._tune.get_checkpoint()
-        return self._resume if checkpoint is None else checkpoint.to_directory()
+        return local_copy(self._tune.get_checkpoint(), self._resume)

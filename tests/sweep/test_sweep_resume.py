@@ -62,11 +62,16 @@ def tb_files(trial: Path) -> set[tuple[str, int]]:
     return {(p.name, p.stat().st_size) for p in (trial / "tb").glob("events.out.tfevents.*")}
 
 
-def train_workers(cluster) -> dict:
-    """Ray Train's worker actors in the cluster, alive or dead, by actor id (Ray's State API)."""
-    actors = list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker")], detail=True,
+def actors_of(cluster, class_name: str) -> dict:
+    """The cluster's actors of one class, alive or dead, by actor id (Ray's State API)."""
+    actors = list_actors(address=cluster.address, filters=[("class_name", "=", class_name)], detail=True,
                          raise_on_missing_output=False, timeout=30)
     return {a.actor_id: a for a in actors}
+
+
+def train_workers(cluster) -> dict:
+    """Ray Train's worker actors."""
+    return actors_of(cluster, "RayTrainWorker")
 
 
 @pytest.mark.slow
@@ -112,10 +117,8 @@ def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_pa
 
 
 def trial_processes(cluster) -> dict:
-    """Tune's trial actors (a function trainable's process) in the cluster, by actor id."""
-    actors = list_actors(address=cluster.address, filters=[("class_name", "=", "ImplicitFunc")], detail=True,
-                         raise_on_missing_output=False, timeout=30)
-    return {a.actor_id: a for a in actors}
+    """Tune's trial actors (a function trainable's process)."""
+    return actors_of(cluster, "ImplicitFunc")
 
 
 @pytest.mark.slow
