@@ -131,6 +131,22 @@ def wait_for(condition, proc, log, what: str, timeout_s: float = SWEEP_WAIT_S):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def tune_committed_checkpoint(search_dir: Path) -> Path | None:
+    """The directory of a trial whose checkpoint Tune's saved experiment state holds (a trial that trains in
+    its own process): what a retried or resumed trial goes on from. A ``checkpoint_*`` directory alone is
+    not that: the trial writes it before its report reaches the driver, and a kill in between leaves one
+    that the retry ignores."""
+    from ray.tune import ExperimentAnalysis
+
+    if not list(Path(search_dir).glob("experiment_state-*.json")):
+        return None
+    try:
+        analysis = ExperimentAnalysis(str(search_dir))
+        return next((Path(t.path) for t in analysis.trials if analysis.get_last_checkpoint(t) is not None), None)
+    except (RuntimeError, ValueError, OSError):  # not written yet, or caught mid-write
+        return None
+
+
 def client_env(temp: str) -> dict[str, str]:
     """What a user's shell needs to talk to a token-authenticated head (README: Authentication): the head's
     token, here a file of its own in the head's temp dir (``ray start --head`` with token auth needs

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_helpers import SWEEP_WAIT_S, wait_for
+from ray_helpers import SWEEP_WAIT_S, tune_committed_checkpoint, wait_for
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.reaper import _psutil, session_processes
@@ -138,21 +138,6 @@ def local_env() -> dict[str, str]:
     return {**env, "HF_HUB_OFFLINE": "1"}
 
 
-def committed_checkpoint(run_dir: Path) -> bool:
-    """Tune's saved experiment state holds a checkpoint of the trial (which trains in its own process on a
-    local Ray): what a resumed trial goes on from (a checkpoint directory alone is not that; a kill before
-    the driver took the report leaves one)."""
-    from ray.tune import ExperimentAnalysis
-
-    if not list((run_dir / "search").glob("experiment_state-*.json")):
-        return False
-    try:
-        analysis = ExperimentAnalysis(str(run_dir / "search"))
-        return any(analysis.get_last_checkpoint(trial) is not None for trial in analysis.trials)
-    except (RuntimeError, ValueError, OSError):  # not written yet, or caught mid-write
-        return False
-
-
 def session_of(driver: subprocess.Popen) -> str | None:
     """The session dir of the local Ray the driver started (its raylet's --session_dir)."""
     for child in psutil.Process(driver.pid).children():
@@ -168,7 +153,8 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
     driver = subprocess.Popen(sweep_cmd(tmp_path, demo_cache), env=local_env(), stdout=log.open("w"),
                               stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: committed_checkpoint(tmp_path / "run"), driver, log, "the first committed checkpoint")
+        wait_for(lambda: tune_committed_checkpoint(tmp_path / "run" / "search"), driver, log,
+                 "the first committed checkpoint")
         session = session_of(driver)
         assert session, "the sweep did not start a local Ray of its own"
         processes = tree(driver.pid)  # the local Ray's processes and the watchdog

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from ray.util.state import list_actors
-from ray_helpers import SWEEP_WAIT_S, local_cluster, wait_for
+from ray_helpers import SWEEP_WAIT_S, local_cluster, tune_committed_checkpoint, wait_for
 
 from sweep.trials import read_results
 
@@ -134,11 +134,7 @@ def test_a_killed_in_process_trial_is_retried_from_its_checkpoint(cluster, tmp_p
                     "sweep.in_process=true")
     proc = start(cluster, cmd, log)
 
-    def checkpointed():
-        trials = trial_dirs(run_dir)
-        return trials[0] if trials and list(trials[0].glob("checkpoint_*")) and read_results(trials[0]) else None
-
-    trial = wait_for(checkpointed, proc, log, "the first checkpoint")
+    trial = wait_for(lambda: tune_committed_checkpoint(run_dir / "search"), proc, log, "the first committed checkpoint")
 
     def trial_pid():
         alive = [a for i, a in trial_processes(cluster).items() if i not in earlier and a.state == "ALIVE"]
