@@ -105,7 +105,7 @@ def copy_best_checkpoint(run_dir: str, record: TrialRecord) -> str | None:
         local = Path(tmp) / BEST_CHECKPOINT
         storage.download_dir(source, local)
         (local / STATE_FILE).unlink(missing_ok=True)
-        write_hf_model(local)  # span: also a transformers QA model (AutoModelForQuestionAnswering)
+        write_hf_model(local)  # span, pair: also a standard transformers model (hf_model.HF_TASKS)
         (local / ".source").write_text(source)
         storage.replace_dir(local, target)
     return target

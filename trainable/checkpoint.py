@@ -28,7 +28,9 @@ from plumbing.errors import UserError
 from trainable.models import TaskModel, build_model
 
 # 2: the span head has a third output (inside-the-answer logits), so a format-1 span model no longer loads.
-FORMAT_VERSION = 2
+# 3: pair is the family's ...ForSequenceClassification (its pooler or classification head), not a linear
+#    layer over the raw [CLS] state.
+FORMAT_VERSION = 3
 MODEL_FILE = "model.pt"
 STATE_FILE = "training_state.pt"
 META_FILE = "meta.json"
@@ -75,7 +77,7 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, tokenizer: Any, confi
     plain = unwrap(model)
     torch.save(_clean(plain.state_dict()), path / MODEL_FILE)
     torch.save({**training_state, "rng": rng_state()}, path / STATE_FILE)
-    plain.encoder.config.save_pretrained(path)
+    plain.base_model.config.save_pretrained(path)  # pair: the classifier's (the same object)
     tokenizer.save_pretrained(path)
     (path / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     (path / META_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=1))

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from data_prep.config import split_ratios
 from plumbing import storage
 from trainable.checkpoint import CONFIG_FILE, META_FILE, read_config
+from trainable.hf_model import HF_TASKS
 
 CARD_FILE = "README.md"
 TASKS = {  # task -> (Hugging Face task type, what the model finds)
@@ -58,7 +59,7 @@ def model_card(checkpoint: str | Path, test: dict[str, Any] | None = None,
     results = [{"task": {"type": hf_task}, "dataset": {"name": data, "type": data, "split": split},
                 "metrics": card_metrics(scalars)}
                for split, scalars in (("validation", meta.get("val") or {}), ("test", test or {})) if scalars]
-    header = {"library_name": "transformers" if task == "span" else "pytorch", "pipeline_tag": hf_task,
+    header = {"library_name": "transformers" if task in HF_TASKS else "pytorch", "pipeline_tag": hf_task,
               "base_model": base, **({"license": LICENCES[base]} if base in LICENCES else {}),
               "tags": ["redsm5-sweep", task, data],
               "model-index": [{"name": name or Path(checkpoint).name, "results": results}]}
@@ -86,6 +87,11 @@ def usage(task: str) -> str:
         return (f"Load it with {own}, or with transformers: `AutoModelForQuestionAnswering.from_pretrained(DIR)` "
                 "and `AutoTokenizer.from_pretrained(DIR)` (question: the symptom's criterion; context: the post; "
                 "the model gives start and end logits per token).")
+    if task == "pair":
+        return (f"Load it with {own}, or with transformers: `pipeline(\"text-classification\", model=DIR, top_k=None)` "
+                "on `{\"text\": criterion, \"text_pair\": sentence}` (the `evidence` label's score is the probability "
+                "that the sentence is evidence for the criterion; `meta.json` holds the threshold chosen on "
+                "validation as `evidence_threshold`), or `AutoModelForSequenceClassification.from_pretrained(DIR)`.")
     return f"Load it with {own}; it has no standard transformers head (its own `model.pt`)."
 
 

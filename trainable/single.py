@@ -53,7 +53,7 @@ def run(cfg) -> dict:
         raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
                         "training.epochs already reached by the resumed checkpoint?)")
     print(session.end_line(cfg.training.patience), flush=True)
-    write_hf_model(session.checkpoint_path)  # span: also a transformers QA model (AutoModelForQuestionAnswering)
+    write_hf_model(session.checkpoint_path)  # span, pair: also a standard transformers model (hf_model.HF_TASKS)
     metrics = test_best(cfg, fs, session.checkpoint_path, out)
     write_model_card(str(session.checkpoint_path), metrics, name=out.name)
     return metrics

@@ -73,7 +73,7 @@ def test_loads_as_a_pretrained_directory(minilm):
     assert load_tokenizer(str(minilm)).is_fast
     model = build_model(str(minilm), "pair")
     assert model.uses_token_type_ids
-    torch.testing.assert_close(model.encoder.embeddings.word_embeddings.weight,
+    torch.testing.assert_close(model.base_model.embeddings.word_embeddings.weight,
                                encoder.embeddings.word_embeddings.weight)  # the pretrained weights
 
 

@@ -76,6 +76,17 @@ def test_tiny_model_loads_offline_and_runs_forward_on_features(tiny):
     assert torch.isfinite(out.last_hidden_state).all()
 
 
+def test_tinys_pooler_passes_the_cls_state_on_through_tanh(tiny):
+    """The pair model is BERT's sequence classifier, which reads the pooler; tiny's starts as the identity."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(tiny)).eval()
+    batch = {"input_ids": torch.tensor([[2, 10, 11, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        out = model(**batch)
+    torch.testing.assert_close(out.pooler_output, torch.tanh(out.last_hidden_state[:, 0]))
+
+
 def test_pair_template_and_token_types(tiny):
     tok = load_tokenizer(str(tiny))
     enc = tok("trouble sleeping", "I cannot sleep")

@@ -99,8 +99,8 @@ def test_attention_is_sdpa_where_the_class_supports_it_else_eager(builtin):
         bert = build_model(str(builtin["tiny"]), "pair")
         deberta = build_model(str(builtin["tiny-deberta"]), "span", gradient_checkpointing=True)
     assert [str(w.message) for w in caught] == []
-    assert bert.encoder.config._attn_implementation == "sdpa"
-    assert deberta.encoder.config._attn_implementation == "eager"
+    assert bert.base_model.config._attn_implementation == "sdpa"
+    assert deberta.base_model.config._attn_implementation == "eager"
     assert bert.uses_token_type_ids and not deberta.uses_token_type_ids
 
 
@@ -112,9 +112,13 @@ def _pair_batch(tokenizer) -> dict[str, torch.Tensor]:
 
 
 def _encoder_inputs(model, batch) -> tuple[set[str], torch.Tensor]:
-    """The keyword arguments the encoder received, and the model's pair logits."""
+    """The keyword arguments the encoder received with a value, and the model's pair logits."""
     seen: set[str] = set()
-    hook = model.encoder.register_forward_pre_hook(lambda mod, args, kwargs: seen.update(kwargs), with_kwargs=True)
+
+    def record(module, args, kwargs) -> None:
+        seen.update(k for k, v in kwargs.items() if v is not None)  # a classifier passes its None ones on
+
+    hook = model.base_model.register_forward_pre_hook(record, with_kwargs=True)
     try:
         with torch.no_grad():
             logits = model(**batch)["logits"]
@@ -142,7 +146,7 @@ def _training_step(model, batch) -> int:
     """Forward and backward; how often the first encoder layer's feed-forward ran."""
     runs: list[int] = []
     # a module inside the layer: the layer's own hooks stay outside the checkpoint
-    hook = model.encoder.encoder.layer[0].intermediate.register_forward_hook(lambda *_: runs.append(1))
+    hook = model.base_model.encoder.layer[0].intermediate.register_forward_hook(lambda *_: runs.append(1))
     try:
         model(**batch)["loss"].backward()
     finally:
@@ -213,7 +217,7 @@ def _checkpoint_encoder(out: Path) -> tuple[str, dict]:
 
     model, meta, _ = load_model(out / "checkpoint")
     assert not model.uses_token_type_ids  # type_vocab_size=0 survives the checkpoint's config.json
-    return type(model.encoder).__name__, meta
+    return type(model.base_model).__name__, meta
 
 
 def _untrained(fs, cfg) -> dict[str, float]:
