@@ -17,10 +17,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from data_prep.features import TAG_IGNORE
+
 LIST_COLUMNS = ("input_ids", "token_type_ids", "offset_start", "offset_end", "tags", "start_targets",
                 "end_targets")
 SCALAR_COLUMNS = ("start_positions", "end_positions", "label", "symptom_id")
-PAD = {"input_ids": None, "token_type_ids": 0, "tags": -100, "offset_start": -1, "offset_end": -1,
+PAD = {"input_ids": None, "token_type_ids": 0, "tags": TAG_IGNORE, "offset_start": -1, "offset_end": -1,
        "start_targets": 0, "end_targets": 0}
 
 

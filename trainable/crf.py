@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-O, B, I = 0, 1, 2  # noqa: E741 - the BIO tag ids of the feature contract (data_prep.featureset)
+from data_prep.features import TAG_I, TAG_O  # the BIO tag ids of the feature contract
+
 _FORBIDDEN = -1e4  # finite, so a decoder with a hand-made over-strict constraint still returns a path
 
 
@@ -51,8 +52,8 @@ class CRF(nn.Module):
         allowed_start = torch.ones(num_tags, dtype=torch.bool)
         allowed = torch.ones(num_tags, num_tags, dtype=torch.bool)
         if bio_constraints:
-            allowed_start[I] = False
-            allowed[O, I] = False
+            allowed_start[TAG_I] = False
+            allowed[TAG_O, TAG_I] = False
         # derived from the flags, so not part of the state dict
         self.register_buffer("allowed_start", allowed_start, persistent=False)
         self.register_buffer("allowed_transitions", allowed, persistent=False)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import torch
 
 from data_prep.examples import CROSS
+from data_prep.features import TAG_IGNORE
 from trainable.batching import BucketBatchSampler, Collator, Columns
 from trainable.checkpoint import unwrap
 from trainable.metrics import (
@@ -106,7 +107,7 @@ def _row_outputs(task: str, out: dict, cols: Columns, rows: np.ndarray, crf) -> 
     margin = (emissions[..., 1:].max(-1).values - emissions[..., 0]).cpu().numpy()
     results = []
     for j in range(len(rows)):
-        tags = np.full(lengths[j], -100, dtype=np.int64)
+        tags = np.full(lengths[j], TAG_IGNORE, dtype=np.int64)
         tags[context[j, : lengths[j]].numpy()] = paths[j]
         results.append((tags, margin[j, : lengths[j]]))
     return results

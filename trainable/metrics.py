@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from data_prep.features import TAG_B, TAG_I  # BIO tag ids; anything else is outside
 from data_prep.symptoms import SYMPTOMS
-
-_B, _I = 1, 2  # BIO tag ids of the feature contract (data_prep.featureset); anything else is outside
 
 
 def pair_metrics(
@@ -137,10 +136,10 @@ def bio_to_token_spans(tags: Sequence[int]) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     begin = None
     for i, tag in enumerate(list(tags) + [0]):
-        if begin is not None and tag != _I:
+        if begin is not None and tag != TAG_I:
             spans.append((begin, i - 1))
             begin = None
-        if tag == _B or (tag == _I and begin is None):
+        if tag == TAG_B or (tag == TAG_I and begin is None):
             begin = i
     return spans
 

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
+from data_prep.features import TAG_IGNORE
 from plumbing.errors import ConfigError, UserError
 from trainable.crf import CRF
 from trainable.losses import focal_loss, inside_bce, marginal_nll
@@ -160,7 +161,7 @@ class TaskModel(nn.Module):
         if self.task == "span_crf":
             out = {"emissions": scores}
             if tags is not None:
-                mask = tags != -100
+                mask = tags != TAG_IGNORE
                 out["loss"] = -self.crf.log_likelihood(scores, tags, mask).mean()
             return out
         pad = attention_mask == 0
