@@ -29,9 +29,9 @@ from transformers import AutoModelForQuestionAnswering
 from trainable.checkpoint import load_model
 from trainable.models import TaskModel
 
-HF_TASKS = {  # task -> (the auto class that loads its model directory, its pipeline)
-    "span": ("AutoModelForQuestionAnswering", None),
-    "pair": ("AutoModelForSequenceClassification", "text-classification"),
+HF_TASKS = {  # task -> the auto class that loads its model directory
+    "span": "AutoModelForQuestionAnswering",
+    "pair": "AutoModelForSequenceClassification",
 }
 HF_WEIGHTS = "model.safetensors"
 
