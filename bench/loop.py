@@ -37,7 +37,8 @@ from data_prep.featureset import FeatureSet
 from plumbing.cli import parse_config
 from trainable.batching import PAD, BucketBatchSampler, Collator, columns_from_table
 from trainable.config import TrainConfig
-from trainable.loop import amp_dtype, autocast_context, compile_model, task_model, train_loop
+from trainable.device import amp_dtype, autocast_context
+from trainable.loop import compile_model, task_model, train_loop
 from trainable.session import LocalSession
 
 VAL_EXAMPLES = 16  # validation after each epoch is not timed; keep it short

@@ -179,6 +179,19 @@ def write_text(path: PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def append_text(path: PathLike, text: str) -> None:
+    """Add ``text`` at the end of the file (created with its parents when missing). A local file is
+    appended to in place, so N appends cost N lines, not N files; an object store cannot append, so
+    there the object is rewritten whole."""
+    fs, fs_path = resolve(path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        Path(fs_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(fs_path, "a", encoding="utf-8") as f:
+            f.write(text)
+        return
+    write_text(path, (read_text(path) if exists(path) else "") + text)
+
+
 def list_dir(path: PathLike) -> list[str]:
     """Sorted names directly under the directory; FileNotFoundError when there is none."""
     fs, fs_path = resolve(path)

@@ -7,7 +7,7 @@ on the demo corpus with the tiny model that finishes in 5 to 6 minutes on 2 CPU 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -238,7 +238,7 @@ def validate_tracking(t: Any, out_dir: str = "") -> None:
 def train_dict(cfg: Any) -> dict[str, Any]:
     """The resolved ``TrainConfig`` part of a sweep config, as the train loop takes it."""
     full = OmegaConf.to_container(cfg, resolve=True)
-    keys = set(OmegaConf.structured(TrainConfig).keys())
+    keys = {f.name for f in fields(TrainConfig)}  # the dataclass's own: a structured config costs ~10 ms
     out = {k: v for k, v in full.items() if k in keys}
     out["resume"] = None  # the sweep's resume is the run dir; a trial resumes through Ray Train
     return out

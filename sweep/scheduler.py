@@ -67,8 +67,7 @@ class SweepASHA(ASHAScheduler):
             action = TrialScheduler.CONTINUE  # too few to compare with: go on, as ASHA's paper would
         if action == TrialScheduler.STOP:
             entry = {"experiment": self.experiment, "trial_id": trial.trial_id, "epoch": result.get("epoch")}
-            before = storage.read_text(self.stops_path) if storage.exists(self.stops_path) else ""
-            storage.write_text(self.stops_path, before + json.dumps(entry) + "\n")  # an object store appends so
+            storage.append_text(self.stops_path, json.dumps(entry) + "\n")
         return action
 
     def rebuild(self) -> None:

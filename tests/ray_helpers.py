@@ -116,19 +116,37 @@ def fit_bounded(trainer, timeout_s: float = FIT_TIMEOUT_S):
     return out["result"]
 
 
-def wait_for(condition, proc, log, what: str, timeout_s: float = SWEEP_WAIT_S):
-    """``condition()``'s first truthy value while the sweep subprocess ``proc`` runs; the test fails
-    with the tail of its ``log`` when it ends first, and kills it after ``timeout_s``."""
+def wait_for(condition, what: str, timeout_s: float, ended=None, interval_s: float = 0.25, on_timeout=None):
+    """``condition()``'s first truthy value within ``timeout_s``. ``ended()`` says (a message) when what
+    the test waits on has ended first, and the test fails with it; ``on_timeout()`` gives the timeout's
+    detail (and may kill what hangs). Every wait of the tests is bounded through this one loop."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        if proc.poll() is not None:
-            pytest.fail(f"the sweep ended ({proc.returncode}) before {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"timed out waiting for {what}")
+        message = ended() if ended else None
+        if message:
+            pytest.fail(f"{message} before {what}")
+        time.sleep(interval_s)
+    detail = on_timeout() if on_timeout else None
+    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}" + (f":\n{detail}" if detail else ""))
+
+
+def process_ended(proc: subprocess.Popen, log: Path | None = None):
+    """For ``wait_for``: a message once ``proc`` has exited (with the tail of its ``log``)."""
+    def ended() -> str | None:
+        if proc.poll() is None:
+            return None
+        tail = f" ({log.read_text()[-4000:]})" if log else ""
+        return f"the process ended ({proc.returncode}){tail}"
+    return ended
+
+
+def wait_for_sweep(condition, proc, log, what: str, timeout_s: float = SWEEP_WAIT_S):
+    """``wait_for`` while the sweep subprocess ``proc`` runs; it is killed when the wait times out."""
+    return wait_for(condition, what, timeout_s, ended=process_ended(proc, log), interval_s=0.5,
+                    on_timeout=lambda: proc.kill())
 
 
 def tune_committed_checkpoint(search_dir: Path) -> Path | None:

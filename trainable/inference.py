@@ -22,9 +22,10 @@ from plumbing.errors import ConfigError, UserError
 from plumbing.jsonio import write_json
 from trainable.batching import columns_from_table
 from trainable.checkpoint import CONFIG_FILE, load_model, read_config, read_meta
+from trainable.compatibility import check_compatible
 from trainable.config import DEVICES, TrainConfig, validate_train
+from trainable.device import amp_dtype, autocast_context, choose_device
 from trainable.evaluation import EvalResult, evaluate
-from trainable.loop import amp_dtype, autocast_context, check_compatible, choose_device
 from trainable.models import TaskModel
 from trainable.session import TEST_METRICS
 

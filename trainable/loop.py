@@ -29,10 +29,11 @@ from data_prep.augment import augmented_train_features
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
-from plumbing.errors import UserError
 from trainable.batching import Batch, BucketBatchSampler, Collator, Columns, columns_from_table, prefetch
-from trainable.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint, set_rng_state
-from trainable.config import TrainConfig, check_device, metric_name, validate_train
+from trainable.checkpoint import load_training_state, load_weights, save_checkpoint, set_rng_state
+from trainable.compatibility import check_compatible
+from trainable.config import TrainConfig, metric_name, validate_train
+from trainable.device import amp_dtype, autocast_context, choose_device
 from trainable.evaluation import chosen_thresholds, evaluate
 from trainable.losses import class_alpha
 from trainable.models import TaskModel, build_model
@@ -57,31 +58,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def choose_device(cfg, ray_worker: bool = False) -> torch.device:
-    """CUDA only when this process really sees one (Ray's get_device says cuda:0 on CPU nodes)."""
-    check_device(cfg.training)
-    if cfg.training.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if ray_worker:  # the GPU Ray assigned to this worker
-        import ray.train.torch
-
-        return ray.train.torch.get_device()
-    return torch.device("cuda")
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA where supported, else fp16; off on CPU (CPU bf16 only when asked)."""
-    if mode == "off":
-        return None
-    if device.type == "cuda":
-        if mode in ("auto", "bf16") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if mode == "bf16":
-            raise UserError("training.amp=bf16: this GPU has no bf16 support; use training.amp=fp16 or off")
-        return torch.float16
-    return torch.bfloat16 if mode == "bf16" else None
 
 
 def default_session(cfg) -> Session:
@@ -111,37 +87,6 @@ def load_features(config: dict, cfg, verbose: bool) -> FeatureSet:
 def model_source(cfg, fs: FeatureSet) -> str:
     """The encoder to load: for a built-in model (tiny, tiny-deberta, minilm) its dir, else model.name."""
     return fs.meta["model"] if is_builtin_model(cfg.model.name) else cfg.model.name
-
-
-def check_resume_task(cfg, resume: str) -> dict:
-    """The checkpoint exists, is complete and is of this task; returns its meta."""
-    meta = read_meta(resume)
-    if meta["task"] != cfg.task:
-        raise UserError(f"resume={resume} is a '{meta['task']}' checkpoint but task={cfg.task}; "
-                        f"resume with task={meta['task']} or start a fresh run without resume")
-    return meta
-
-
-def check_compatible(cfg, fs: FeatureSet, tokenizer_ident: dict, resume: str | None) -> None:
-    """Features, model and resume checkpoint must agree on the task and the tokenizer."""
-    feats = fs.meta["tokenizer"]
-    if fs.task != cfg.task:
-        raise UserError(f"the features are for task '{fs.task}' but task={cfg.task}; "
-                        "prepare features for this task")
-    if tokenizer_ident["fingerprint"] != feats["fingerprint"]:
-        raise UserError(
-            f"the features were built with the tokenizer of '{feats['name_or_path']}' but the model "
-            f"'{tokenizer_ident['name_or_path']}' has a different tokenizer (fingerprints differ); "
-            "rebuild the features with the model's tokenizer (python -m data_prep model.name=...)")
-    if resume is None:
-        return
-    meta = check_resume_task(cfg, resume)
-    if meta["tokenizer"]["fingerprint"] != feats["fingerprint"]:
-        raise UserError(
-            f"resume={resume} was trained on features from another tokenizer "
-            f"('{meta['tokenizer']['name_or_path']}') than the ones built now ('{feats['name_or_path']}'; "
-            "fingerprints differ): resume with the same model.name and data settings as that run "
-            "(see its train_config.yaml)")
 
 
 # ---------------------------------------------------------------- model and optimisation
@@ -188,10 +133,6 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
     groups = [{"params": decay, "weight_decay": cfg.training.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.training.lr, fused=device.type == "cuda" or None)
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def accumulate(model: torch.nn.Module, micro_batches: list[dict], scaler, autocast) -> torch.Tensor:

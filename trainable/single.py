@@ -16,10 +16,11 @@ from omegaconf import OmegaConf
 from data_prep.pipeline import prepare_features
 from plumbing.cli import absolute, parse_config, run_cli, save_config
 from plumbing.errors import UserError
+from trainable.compatibility import check_resume_task
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.hf_model import write_hf_model
 from trainable.inference import test_best
-from trainable.loop import check_resume_task, train_loop
+from trainable.loop import train_loop
 from trainable.model_card import write_model_card
 from trainable.session import BEST_METRIC, CHECKPOINT_DIR, METRIC, METRICS_FILE, LocalSession
 from trainable.tensorboard import TB_DIR

@@ -101,6 +101,14 @@ def test_text_and_bytes_round_trip(base):
     assert storage.list_dir(storage.join(base, "a", "b")) == ["summary.json"]  # no temp file left
 
 
+def test_append_text_adds_lines_to_a_new_or_existing_file(base):
+    target = storage.join(base, "c", "stops.jsonl")
+    storage.append_text(target, '{"epoch": 3}\n')  # created with its parents
+    storage.append_text(target, '{"epoch": 6}\n')
+    assert storage.read_text(target).splitlines() == ['{"epoch": 3}', '{"epoch": 6}']
+    assert storage.list_dir(storage.join(base, "c")) == ["stops.jsonl"]
+
+
 def test_missing_file_is_file_not_found(base):
     with pytest.raises(FileNotFoundError):
         storage.read_text(storage.join(base, "nope.json"))

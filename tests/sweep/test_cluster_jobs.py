@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from ray_helpers import RAY, Head, local_head
+from ray_helpers import wait_for as poll
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.trials import DONE_FILE, read_results
@@ -57,17 +58,15 @@ def status(head: Head, job: str) -> str:
 
 
 def wait_for(condition, head: Head, job: str, what: str, timeout: float = JOB_S):
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        polls += 1
-        if polls % 20 == 0 and status(head, job) in ("FAILED", "STOPPED", "SUCCEEDED"):
-            pytest.fail(f"job {job} ended before {what}:\n{ray_job(head, 'logs', job)[-4000:]}")
-        time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}:\n{ray_job(head, 'logs', job)[-4000:]}")
+    """``ray_helpers.wait_for`` while the job runs (its status, a CLI call, read every 20th poll)."""
+    polls = iter(range(1, 10**9))
+
+    def ended() -> str | None:
+        if next(polls) % 20 or status(head, job) not in ("FAILED", "STOPPED", "SUCCEEDED"):
+            return None
+        return f"job {job} ended:\n{ray_job(head, 'logs', job)[-4000:]}"
+
+    return poll(condition, what, timeout, ended=ended, on_timeout=lambda: ray_job(head, "logs", job)[-4000:])
 
 
 def wait_status(head: Head, job: str, wanted: str) -> None:

@@ -19,6 +19,7 @@ import ray
 import ray.train
 from ray.util.state import list_actors
 from ray_helpers import local_cluster
+from ray_helpers import wait_for as poll
 
 from sweep.resources import Node, PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.run import load_config, run
@@ -81,15 +82,9 @@ class SweepThread:
 
 
 def wait_for(condition, sweep: SweepThread, what: str, timeout_s: float = WAIT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if not sweep.thread.is_alive():
-            pytest.fail(f"the sweep ended before {what}: {sweep.out}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+    """``ray_helpers.wait_for`` while the sweep's thread runs."""
+    return poll(condition, what, timeout_s, interval_s=0.2,
+                ended=lambda: None if sweep.thread.is_alive() else f"the sweep ended: {sweep.out}")
 
 
 def actors(cluster, class_name: str | None = None) -> list:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_helpers import SWEEP_WAIT_S, tune_committed_checkpoint, wait_for
+from ray_helpers import SWEEP_WAIT_S, tune_committed_checkpoint, wait_for_sweep
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.reaper import _psutil, session_processes
@@ -153,7 +153,7 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
     driver = subprocess.Popen(sweep_cmd(tmp_path, demo_cache), env=local_env(), stdout=log.open("w"),
                               stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: tune_committed_checkpoint(tmp_path / "run" / "search"), driver, log,
+        wait_for_sweep(lambda: tune_committed_checkpoint(tmp_path / "run" / "search"), driver, log,
                  "the first committed checkpoint")
         session = session_of(driver)
         assert session, "the sweep did not start a local Ray of its own"

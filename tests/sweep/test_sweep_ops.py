@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ray_helpers import process_ended, wait_for
 
 from sweep.lock import LOCK_FILE
 
@@ -49,15 +50,7 @@ def run(cmd: list[str], timeout: float, **kwargs) -> tuple[subprocess.CompletedP
 
 
 def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the process ended ({proc.returncode}) before {what}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    return wait_for(condition, what, timeout, ended=process_ended(proc) if proc else None, interval_s=0.2)
 
 
 # ---------------------------------------------------------------- the run-dir lock

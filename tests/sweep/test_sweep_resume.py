@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from ray.util.state import list_actors
-from ray_helpers import SWEEP_WAIT_S, local_cluster, tune_committed_checkpoint, wait_for
+from ray_helpers import SWEEP_WAIT_S, local_cluster, tune_committed_checkpoint, wait_for_sweep
 
 from sweep.trials import read_results
 
@@ -86,13 +86,13 @@ def test_a_killed_training_worker_is_retried_from_its_checkpoint(cluster, tmp_pa
         trials = trial_dirs(run_dir)
         return trials[0] if trials and read_results(trials[0]) else None
 
-    trial = wait_for(first_epoch_reported, proc, log, "the first epoch")
+    trial = wait_for_sweep(first_epoch_reported, proc, log, "the first epoch")
 
     def worker_pid():  # the sweep's one trial has one worker
         alive = [a for i, a in train_workers(cluster).items() if i not in earlier and a.state == "ALIVE"]
         return alive[0].pid if alive else None
 
-    pid = wait_for(worker_pid, proc, log, "the trial's worker in Ray's actor table")
+    pid = wait_for_sweep(worker_pid, proc, log, "the trial's worker in Ray's actor table")
     os.kill(pid, signal.SIGKILL)
     finish(proc, log)
 
@@ -134,13 +134,14 @@ def test_a_killed_in_process_trial_is_retried_from_its_checkpoint(cluster, tmp_p
                     "sweep.in_process=true")
     proc = start(cluster, cmd, log)
 
-    trial = wait_for(lambda: tune_committed_checkpoint(run_dir / "search"), proc, log, "the first committed checkpoint")
+    trial = wait_for_sweep(lambda: tune_committed_checkpoint(run_dir / "search"), proc, log,
+                           "the first committed checkpoint")
 
     def trial_pid():
         alive = [a for i, a in trial_processes(cluster).items() if i not in earlier and a.state == "ALIVE"]
         return alive[0].pid if alive else None
 
-    os.kill(wait_for(trial_pid, proc, log, "the trial's process in Ray's actor table"), signal.SIGKILL)
+    os.kill(wait_for_sweep(trial_pid, proc, log, "the trial's process in Ray's actor table"), signal.SIGKILL)
     finish(proc, log)
 
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -19,8 +19,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from trainable.batching import Collator, columns_from_table
 from trainable.checkpoint import load_model, read_meta
+from trainable.device import amp_dtype, autocast_context
 from trainable.evaluation import evaluate
-from trainable.loop import accumulate, amp_dtype, autocast_context, task_model, train_loop
+from trainable.loop import accumulate, task_model, train_loop
 from trainable.models import build_model
 from trainable.session import LocalSession
 
