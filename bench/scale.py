@@ -82,10 +82,10 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
 
     from plumbing.cli import parse_config, save_config
     from sweep.config import SweepConfig
+    from sweep.layout import SPACE_FILE
     from sweep.report import refresh
     from sweep.space import space_to_json, to_distributions
     from sweep.stages import search
-    from sweep.summary import SPACE_FILE
 
     cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={epochs}", "training.patience=0",
                                      f"sweep.num_samples={n}", f"sweep.scheduler={scheduler}", "sweep.verbose=1",
@@ -139,7 +139,7 @@ def tpe_suggest_ms(run_dir: Path, dists) -> float:
     """TPE's time per suggestion with every trial of the sweep told (a copy of its study, in memory)."""
     import optuna
 
-    from sweep.study import STUDY_FILE
+    from sweep.layout import STUDY_FILE
 
     url = f"sqlite:///{run_dir / STUDY_FILE}"
     study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)

@@ -33,14 +33,13 @@ from plumbing import storage
 from plumbing.errors import UserError
 from plumbing.jsonio import write_json
 from sweep.config import RAY_OUTPUT, SweepConfig, train_dict
+from sweep.layout import DONE_FILE, FAILURE_FILE, PARAMS_FILE, TRAIN_RUN_NAME
 from sweep.resources import PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.space import apply_params, variant_key
-from sweep.trials import DONE_FILE, PARAMS_FILE, TRAIN_RUN_NAME
 from trainable.session import METRIC, MODE
 from trainable.tensorboard import TB_DIR
 
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1}  # {"cpu": 0} alone is rejected by Tune (Ray 2.60)
-FAILURE_FILE = "driver_error.json"  # in the trial dir: what this trial's driver raised, in which sweep
 WATCH_S = 5.0  # how often a driver checks that the alive nodes can hold its worker group
 
 

@@ -14,9 +14,10 @@ from data_prep.config import doc
 from plumbing import storage
 from plumbing.cli import parse_config, run_cli
 from plumbing.errors import UserError
+from sweep.layout import SUMMARY_FILE, TRIALS_FILE
 from sweep.plots import PLOT_FILES, importances_skipped, write_plots
 from sweep.study import build_study, stored_trials
-from sweep.summary import SUMMARY_FILE, TRIALS_FILE, leaderboard, read_space, run_config, write_summary
+from sweep.summary import leaderboard, read_space, run_config, write_summary
 from trainable.model_card import write_model_card
 
 DESCRIPTION = """

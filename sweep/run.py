@@ -19,6 +19,7 @@ from plumbing.cli import CONFIG_FILE, parse_config, run_cli, save_config
 from plumbing.errors import UserError
 from plumbing.jsonio import write_json
 from sweep.config import SweepConfig, in_process_on, retrain_seed_count, two_stage_on
+from sweep.layout import SPACE_FILE
 from sweep.lock import hold_run_dir, release_unused
 from sweep.output import info, quiet_ray
 from sweep.resources import TrialResources, cluster_plan, connect
@@ -27,7 +28,6 @@ from sweep.sharing import Shared, share_features
 from sweep.signals import StopSignals
 from sweep.space import feature_variants, space_to_json
 from sweep.stages import Interrupted, final_test, retrain, search, second_stage, trainable_for, update_timings
-from sweep.summary import SPACE_FILE
 
 DESCRIPTION = """
 Search hyper-parameters of one task (span | span_crf | pair) with Optuna's seeded TPE and ASHA

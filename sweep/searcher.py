@@ -32,7 +32,8 @@ from ray.tune.search import Searcher
 from plumbing import storage
 from plumbing.errors import ConfigError
 from sweep.config import SQLITE
-from sweep.study import STUDY_FILE, TRIAL_ID_ATTR, quiet_study
+from sweep.layout import STUDY_FILE
+from sweep.study import TRIAL_ID_ATTR, quiet_study
 from trainable.session import BEST_METRIC, METRIC, MODE
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from plumbing import storage
 from plumbing.cli import absolute
 from plumbing.errors import ConfigError, UserError
 from sweep.config import SweepConfig, leaf_diff, resolve_tracking_uri, validate_sweep
+from sweep.layout import STAGE1
 from sweep.space import check_space, nested_space, resolve_space, to_distributions
 from sweep.summary import run_config
-from sweep.trials import STAGE1
 
 
 def checked_config(cfg):

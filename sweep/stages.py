@@ -17,6 +17,7 @@ from plumbing import storage
 from plumbing.jsonio import write_json
 from sweep.config import RAY_OUTPUT, retrain_seed_count, startup_trials, train_dict
 from sweep.driver import DRIVER_RESOURCES, driver, trial_config
+from sweep.layout import RETRAIN, STAGE1, STAGE2, STAGE2_SPACE_FILE, STOPS_FILE, TIMINGS_FILE
 from sweep.output import info, tune_output
 from sweep.resources import TrialResources
 from sweep.sharing import Shared
@@ -30,19 +31,15 @@ from sweep.space import (
     variant_key,
 )
 from sweep.summary import best_checkpoint_of, search_trials
-from sweep.trials import RETRAIN, STAGE1, STAGE2, STOPS_FILE, best_trial, load_trials, tune_states
+from sweep.trials import best_trial, load_trials, tune_states
 from trainable.session import METRIC, MODE, TEST_METRICS
-
-TIMINGS_FILE = "timings.json"
-
-
-STAGE2_SPACE_FILE = "stage2_space.json"
 
 
 def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
     """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
+    from sweep.layout import STUDY_FILE
     from sweep.searcher import StudyLabels, check_new_study, fetch_mirror, make_searcher, storage_url
-    from sweep.study import STUDY_FILE, study_name
+    from sweep.study import study_name
 
     url, name = storage_url(run_dir, cfg.sweep.storage, cfg.cache_dir), study_name(run_dir, stage)
     mirror = storage.join(run_dir, STUDY_FILE) if storage.is_uri(run_dir) and not cfg.sweep.storage else None

@@ -22,10 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from plumbing import storage
 from sweep.config import SQLITE
-from sweep.trials import SEARCH_STAGES, TrialRecord
+from sweep.layout import SEARCH_STAGES, STUDY_FILE
+from sweep.trials import TrialRecord
 from trainable.session import METRIC, MODE
 
-STUDY_FILE = "study.db"
 TRIAL_ID_ATTR = "tune_trial_id"  # the Tune trial an Optuna trial was asked for
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
 

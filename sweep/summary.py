@@ -23,15 +23,11 @@ from plumbing import storage
 from plumbing.cli import CONFIG_FILE
 from plumbing.errors import DataError, UserError
 from plumbing.jsonio import json_safe, write_json
+from sweep.layout import BEST_CHECKPOINT, RETRAIN, SEARCH_STAGES, SPACE_FILE, SUMMARY_FILE, TRAIN_RUN_NAME, TRIALS_FILE
 from sweep.schema import validate_summary
 from sweep.space import describe, space_from_json
-from sweep.trials import RETRAIN, SEARCH_STAGES, TRAIN_RUN_NAME, TrialRecord, best_trial, load_trials
+from sweep.trials import TrialRecord, best_trial, load_trials
 from trainable.session import METRIC, MODE, TEST_METRICS
-
-SUMMARY_FILE = "summary.json"
-TRIALS_FILE = "trials.parquet"
-BEST_CHECKPOINT = "best_checkpoint"
-SPACE_FILE = "space.json"
 
 
 def run_config(run_dir: str):

@@ -25,10 +25,10 @@ from omegaconf import OmegaConf
 from ray.tune.logger import LoggerCallback
 
 from sweep.config import SQLITE
+from sweep.layout import ARTIFACT_DIR
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_DIR = "mlartifacts"
 CONFIG_ARTIFACT = "config.yaml"
 TAG_RUN_DIR, TAG_STAGE, TAG_TRIAL = "sweep.run_dir", "sweep.stage", "sweep.trial_id"
 TAG_BEST, TAG_BEST_CHECKPOINT = "sweep.best", "best_checkpoint"

@@ -20,17 +20,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from plumbing import storage
+from sweep.layout import ERROR_FILE, PARAMS_FILE, STOPS_FILE
 from trainable.session import METRIC, METRICS_FILE
 from trainable.tensorboard import ENDED_REASONS
 
-# the Tune experiments (stages) of a run directory, each a directory of it
-STAGE1, STAGE2, RETRAIN = "search", "stage2", "retrain"
-SEARCH_STAGES = (STAGE1, STAGE2)
-STOPS_FILE = "scheduler_stops.jsonl"
-DONE_FILE = "trial_done.json"
-PARAMS_FILE = "trial_params.json"  # the driver's copy of the trial's params, written where the trial lives
-ERROR_FILE = "error.txt"
-TRAIN_RUN_NAME = "train"  # the trial's Ray Train run (its checkpoints), a directory of the trial
 STOP_REASONS = (*ENDED_REASONS, "unfinished")  # "unfinished": left running by an interrupted sweep
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b[^:]*:?")
 _SCALAR_PREFIXES = ("val_", "train_loss", "lr", "samples_per_s", "tokens_per_s")

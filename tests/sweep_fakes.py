@@ -57,9 +57,10 @@ def fake_sweep(run_dir: Path):
 
     from ray import tune
 
+    from sweep.layout import SPACE_FILE
     from sweep.space import space_to_json, to_distributions
     from sweep.stages import retrain, run_stage, scheduler_for, second_stage
-    from sweep.summary import SPACE_FILE, write_summary
+    from sweep.summary import write_summary
 
     cfg = new_run_dir(run_dir, EPOCHS, f"sweep.top_k={TOP_K}", f"sweep.stage2_samples={STAGE2_SAMPLES}",
                       f"sweep.retrain_seeds={RETRAIN_SEEDS}")

@@ -15,9 +15,10 @@ import pytest
 import sweep_fakes
 from ray_helpers import local_ray
 
+from sweep.layout import STAGE1
 from sweep.signals import StopSignals
 from sweep.space import to_distributions
-from sweep.stages import STAGE1, Interrupted, search
+from sweep.stages import Interrupted, search
 from sweep.study import TRIAL_ID_ATTR, study_name
 from sweep.trials import load_trials, read_stops
 

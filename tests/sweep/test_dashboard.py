@@ -24,9 +24,10 @@ import pytest
 import sweep_fakes
 from ray_helpers import free_ports, local_ray
 
+from sweep.layout import STAGE1, STUDY_FILE
 from sweep.space import to_distributions
-from sweep.stages import STAGE1, search
-from sweep.study import STUDY_FILE, study_name
+from sweep.stages import search
+from sweep.study import study_name
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -260,8 +260,9 @@ def test_a_driver_tune_retries_raises_what_it_raised_before_in_the_same_sweep_on
 
     from plumbing.errors import UserError
     from sweep import driver
+    from sweep.layout import FAILURE_FILE
 
-    path = tmp_path / driver.FAILURE_FILE
+    path = tmp_path / FAILURE_FILE
     monkeypatch.setattr(driver, "sweep_id", lambda: "session_a/01000000")
     driver.repeat_failure(path)  # nothing recorded: trains
     driver.record_failure(path, RayActorError())  # its controller died: Tune's retry may get past that

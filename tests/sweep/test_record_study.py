@@ -6,9 +6,10 @@ from __future__ import annotations
 from sweep_fakes import new_run_dir
 from test_searcher import DISTS, run_trial
 
+from sweep.layout import STAGE1, STAGE2, STUDY_FILE
 from sweep.searcher import make_searcher
-from sweep.study import STUDY_FILE, build_study, stored_trials, study_name
-from sweep.trials import STAGE1, STAGE2, TrialRecord
+from sweep.study import build_study, stored_trials, study_name
+from sweep.trials import TrialRecord
 
 
 def record(trial_id: str, stage: str, best: float, history: list[float]) -> TrialRecord:

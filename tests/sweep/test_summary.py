@@ -18,10 +18,11 @@ from sweep_fakes import EPOCHS, FAILING_LR, LRS, RETRAIN_SEEDS, STAGE2_SAMPLES
 
 from plumbing.cli import parse_config
 from sweep.config import SweepConfig
+from sweep.layout import STOPS_FILE
 from sweep.report import refresh
 from sweep.space import space_from_json
 from sweep.summary import leaderboard
-from sweep.trials import STOPS_FILE, read_error, read_results, stop_reason, trial_augment
+from sweep.trials import read_error, read_results, stop_reason, trial_augment
 
 
 @pytest.fixture(scope="module")

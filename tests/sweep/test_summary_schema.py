@@ -18,10 +18,10 @@ import sweep_fakes
 from jsonschema import Draft202012Validator
 
 from plumbing.errors import UserError
+from sweep.layout import SPACE_FILE, SUMMARY_FILE
 from sweep.report import refresh
 from sweep.schema import SCHEMA_FILE, summary_problems, summary_validator, validate_summary
 from sweep.space import resolve_space, space_to_json, to_distributions
-from sweep.summary import SPACE_FILE, SUMMARY_FILE
 from trainable.session import TEST_METRICS
 
 
