@@ -13,6 +13,13 @@ from contextlib import contextmanager
 from sweep.config import EVENTS, RAY_OUTPUT
 
 
+def fmt_value(value) -> str:
+    """A param's value as a line or a table shows it: 3 significant digits, "-" for none."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def info(cfg, message: str) -> None:
     """A line of the sweep's own progress, shown from sweep.verbose=1."""
     if cfg.sweep.verbose >= EVENTS:

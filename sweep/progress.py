@@ -18,6 +18,7 @@ from ray.tune import Callback
 from plumbing import storage
 from sweep.config import EVENTS, train_dict
 from sweep.driver import trial_config, trial_dir_of
+from sweep.output import fmt_value
 from sweep.space import apply_params
 from sweep.trials import ended_reason, read_error
 from trainable.session import BEST_METRIC, METRIC
@@ -46,7 +47,7 @@ class TrialEvents(Callback):
             self.say(trial, "restarted (its driver was lost); it goes on from its last checkpoint")
             return
         self.started.add(trial.trial_id)
-        params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
+        params = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in sorted(trial.config.items()))
         self.say(trial, f"started: {params}" if params else "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
@@ -110,10 +111,6 @@ class TrialEvents(Callback):
         except Exception as e:  # TensorBoard is a record of the result, not part of it
             print(f"sweep: could not record the end of trial {trial.trial_id} in TensorBoard: {e}",
                   file=sys.stderr)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _fmt4(value: Any) -> str:

@@ -24,6 +24,7 @@ from plumbing.cli import CONFIG_FILE
 from plumbing.errors import DataError, UserError
 from plumbing.jsonio import json_safe, write_json
 from sweep.layout import BEST_CHECKPOINT, RETRAIN, SEARCH_STAGES, SPACE_FILE, SUMMARY_FILE, TRAIN_RUN_NAME, TRIALS_FILE
+from sweep.output import fmt_value
 from sweep.schema import validate_summary
 from sweep.space import describe, space_from_json
 from sweep.trials import TrialRecord, best_trial, load_trials
@@ -176,7 +177,7 @@ def leaderboard(summary: dict[str, Any], top: int = 10) -> str:
         "stopped": ranked["stop_reason"]})
     params = pd.DataFrame(list(ranked["params"]), index=ranked.index)
     for key in sorted(params.columns):
-        table[key.split(".")[-1]] = params[key].map(_fmt).to_numpy()
+        table[key.split(".")[-1]] = params[key].map(fmt_value).to_numpy()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items()))
     out = [f"{_count(summary['num_trials'], 'trial')}, {_count(summary['total_epochs'], 'epoch')}; stopped: {counts}"]
     if len(table):
@@ -199,7 +200,3 @@ def _text_table(table: pd.DataFrame) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -19,7 +19,7 @@ from data_prep.config import doc
 from plumbing.cli import absolute, parse_config, required, run_cli, save_config
 from plumbing.errors import ConfigError
 from plumbing.jsonio import write_json, write_jsonl
-from trainable.inference import checkpoint_features, evaluate_checkpoint, headline, load_checkpoint
+from trainable.inference import PREDICTIONS_FILE, checkpoint_features, evaluate_checkpoint, headline, load_checkpoint
 
 DESCRIPTION = """
 Evaluate a checkpoint written by trainable (python -m trainable.single or a sweep) on the val or
@@ -28,7 +28,6 @@ prediction, score, gold per example) to out_dir (default: <checkpoint>/../eval-<
 """
 EVAL_SPLITS = ("val", "test")
 METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 
 
 @dataclass

@@ -29,6 +29,7 @@ from trainable.evaluation import EvalResult, evaluate
 from trainable.models import TaskModel
 from trainable.session import TEST_METRICS
 
+PREDICTIONS_FILE = "predictions.jsonl"  # what trainable.evaluate and trainable.predict write
 HEADLINE = {
     "span": ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"),
     "span_crf": ("span_precision", "span_recall", "span_f1", "exact", "f1"),
@@ -119,13 +120,6 @@ def headline(task: str, metrics: dict) -> str:
 def evaluate_checkpoint(ckpt: Checkpoint, fs: FeatureSet, split: str) -> EvalResult:
     return evaluate(ckpt.model, columns_from_table(fs.features[split]), fs.examples[split], ckpt.cfg,
                     device=ckpt.device, autocast=ckpt.autocast, pad_token_id=fs.meta["tokenizer"]["pad_token_id"])
-
-
-HEADLINE = {
-    "span": ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"),
-    "span_crf": ("span_precision", "span_recall", "span_f1", "exact", "f1"),
-    "pair": ("precision", "recall", "f1", "roc_auc", "pr_auc", "accuracy"),
-}
 
 
 def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:

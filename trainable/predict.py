@@ -31,7 +31,7 @@ from data_prep.redsm5 import read_posts
 from plumbing.cli import absolute, parse_config, required, run_cli, save_config
 from plumbing.errors import ConfigError
 from plumbing.jsonio import write_jsonl
-from trainable.inference import checkpoint_tokenizer, load_checkpoint
+from trainable.inference import PREDICTIONS_FILE, checkpoint_tokenizer, load_checkpoint
 from trainable.post_summary import POSTS_FILE, format_posts, post_summaries, write_posts_json
 from trainable.prediction import checkpoint_header, noted_fields, predict_posts, resolve_pair_threshold, summary
 
@@ -42,7 +42,6 @@ symptom; pair: the evidence probability per sentence and symptom, and per post t
 evidence and their best sentences (posts.json, printed as a table). Writes predictions.jsonl to
 out_dir (default: <checkpoint>/../predict).
 """
-PREDICTIONS_FILE = "predictions.jsonl"
 
 
 @dataclass
