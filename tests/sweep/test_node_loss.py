@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import ray
@@ -21,7 +20,6 @@ from ray.util.state import list_actors
 from ray_helpers import local_cluster
 from ray_helpers import wait_for as poll
 
-from sweep.resources import Node, PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.run import load_config, run
 
 EPOCHS = 6  # after the first checkpoint, the rest must outlast finding and removing the node (seen: 1 s an epoch)
@@ -221,58 +219,3 @@ def test_a_trial_no_remaining_node_can_hold_errors_naming_what_it_needs(cluster,
     assert reported_s >= UNPLACEABLE_S
     print(f"\nunplaceable: trial errored and the sweep ended {reported_s:.1f} s after the node loss; "
           f"test {time.monotonic() - started:.0f} s; error: {t['error'][:300]}")
-
-
-def test_placement_watch_errors_only_after_the_nodes_could_not_hold_the_group_for_the_timeout():
-    clock = SimpleNamespace(now=0.0)
-    small, big = Node("small", 1, 0), Node("big", 2, 0)
-    nodes = [small, big]
-    watch = PlacementWatch(TrialResources(1, 2, 0), 30, nodes=lambda: nodes, clock=lambda: clock.now)
-    watch.check()
-    nodes = [small]  # big lost
-    for clock.now in (1.0, 20.0, 30.9):
-        watch.check()
-    nodes = [small, big]  # a replacement came: the wait starts again next time
-    clock.now = 31.0
-    watch.check()
-    nodes = [small]
-    for clock.now in (40.0, 69.0):
-        watch.check()
-    clock.now = 70.0
-    with pytest.raises(UnplaceableTrialError, match=r"needs 1 worker\(s\) x \(2 CPU\).*1 node\(s\): 1 CPU/0 GPU"):
-        watch.check()
-    # Workers of one trial may spread: two 1-CPU nodes hold a group of two 1-CPU workers, one does not.
-    two = PlacementWatch(TrialResources(2, 1, 0), 0.5, nodes=lambda: [small, small], clock=lambda: clock.now)
-    one = PlacementWatch(TrialResources(2, 1, 0), 0.5, nodes=lambda: [small], clock=lambda: clock.now)
-    two.check(), one.check()
-    clock.now = 100.0
-    two.check()
-    with pytest.raises(UnplaceableTrialError, match=r"needs 2 worker\(s\) x \(1 CPU\)"):
-        one.check()
-    never = PlacementWatch(TrialResources(1, 4, 0), 0, nodes=lambda: [small], clock=lambda: clock.now)
-    never.check()
-    clock.now = 1e9
-    never.check()  # 0: waits forever, as Ray Train does
-
-
-def test_a_driver_tune_retries_raises_what_it_raised_before_in_the_same_sweep_only(tmp_path, monkeypatch):
-    from ray.exceptions import RayActorError
-
-    from plumbing.errors import UserError
-    from sweep import driver
-    from sweep.layout import FAILURE_FILE
-
-    path = tmp_path / FAILURE_FILE
-    monkeypatch.setattr(driver, "sweep_id", lambda: "session_a/01000000")
-    driver.repeat_failure(path)  # nothing recorded: trains
-    driver.record_failure(path, RayActorError())  # its controller died: Tune's retry may get past that
-    assert not path.exists()
-    for error, raised in ((UserError("bad data"), UserError), (UnplaceableTrialError("no node"), UnplaceableTrialError),
-                          (ValueError("a bug"), RuntimeError)):
-        driver.record_failure(path, error)
-        with pytest.raises(raised, match=str(error)) as err:
-            driver.repeat_failure(path)
-        assert type(err.value) is raised and "not retried" in str(err.value)
-    monkeypatch.setattr(driver, "sweep_id", lambda: "session_a/02000000")  # a resumed sweep: another job
-    driver.repeat_failure(path)
-    assert not path.exists()

@@ -26,7 +26,6 @@ import ray
 from ray_helpers import local_cluster
 
 from plumbing.errors import ConfigError
-from sweep.resources import Node, TrialResources, plan_concurrency
 from sweep.run import execute, load_config, prepare_run
 from sweep.searcher import make_searcher
 from sweep.space import feature_variants, variant_key
@@ -258,18 +257,3 @@ def test_an_impossible_request_fails_before_any_work_with_what_the_cluster_has(c
     cfg, dists = load_config(sweep_args(tmp_path, "sweep.workers_per_trial=4"))
     with pytest.raises(ConfigError, match="holds only 3 such worker"):
         prepare_run(cfg, dists)
-
-
-def test_concurrency_is_the_number_of_worker_groups_that_fit():
-    nodes = [Node("a", 8, 2), Node("b", 4, 1), Node("head", 4, 0)]
-    one_gpu = TrialResources(1, 1, 1)
-    assert plan_concurrency(nodes, one_gpu, num_samples=10) == 3
-    assert plan_concurrency(nodes, one_gpu, num_samples=2) == 2
-    assert plan_concurrency(nodes, TrialResources(1, 1, 0.25), num_samples=20) == 12
-    assert plan_concurrency(nodes, TrialResources(2, 1, 1), num_samples=10) == 1
-    assert plan_concurrency(nodes, TrialResources(1, 2, 0), num_samples=20) == 8
-    assert plan_concurrency(nodes, TrialResources(1, 1, 4), num_samples=5, max_concurrent=4) == 4
-    with pytest.raises(ConfigError, match="no node can host one worker"):
-        plan_concurrency(nodes, TrialResources(1, 16, 0), num_samples=5)
-    with pytest.raises(ConfigError, match="3 node\\(s\\): 8 CPU/2 GPU, 4 CPU/1 GPU, 4 CPU/0 GPU"):
-        plan_concurrency(nodes, TrialResources(1, 1, 3), num_samples=5)
