@@ -102,6 +102,12 @@ def _overlay(schema: type, overrides: Sequence[str]) -> DictConfig:
     return overlay
 
 
+def typed(schema: type, *parts: Any) -> DictConfig:
+    """``schema``'s defaults with ``parts`` (dicts, configs, YAML-loaded) merged over them, type-checked:
+    how a config that travelled as plain data (to a trial, in a checkpoint, in a run dir) becomes one again."""
+    return OmegaConf.merge(OmegaConf.structured(schema), *parts)
+
+
 def parse_config(
     schema: type,
     argv: Sequence[str],

@@ -27,9 +27,8 @@ import json
 import threading
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from plumbing import storage
+from plumbing.cli import typed
 from plumbing.errors import UserError
 from plumbing.jsonio import write_json
 from sweep.config import RAY_OUTPUT, SweepConfig, train_dict
@@ -45,7 +44,7 @@ WATCH_S = 5.0  # how often a driver checks that the alive nodes can hold its wor
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]):
     """The typed config of one trial: the sweep's resolved config with the trial's params applied."""
-    return apply_params(OmegaConf.merge(OmegaConf.structured(SweepConfig), base), params)
+    return apply_params(typed(SweepConfig, base), params)
 
 
 def loop_config(cfg, trial_dir: str) -> dict[str, Any]:

@@ -14,14 +14,16 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from plumbing import storage
+from plumbing.cli import typed
 from plumbing.jsonio import write_json
 from sweep.config import RAY_OUTPUT, retrain_seed_count, startup_trials, train_dict
-from sweep.driver import DRIVER_RESOURCES, driver, trial_config
+from sweep.driver import DRIVER_RESOURCES, driver
 from sweep.layout import RETRAIN, STAGE1, STAGE2, STAGE2_SPACE_FILE, STOPS_FILE, TIMINGS_FILE
 from sweep.output import info, tune_output
 from sweep.resources import TrialResources
 from sweep.sharing import Shared
 from sweep.space import (
+    apply_params,
     combinations,
     describe,
     max_epochs,
@@ -206,7 +208,7 @@ def final_test(cfg, run_dir: str, shared: Shared) -> dict[str, Any] | None:
     if checkpoint is None:
         info(cfg, "sweep: no checkpoint to test (no trial finished an epoch)")
         return None
-    config = train_dict(trial_config(OmegaConf.to_container(cfg, resolve=True), best.params))
+    config = train_dict(apply_params(cfg, best.params))  # cfg is typed already: the trial's params over it
     req = TrialResources.from_config(cfg)
     task = ray.remote(_test_task).options(num_cpus=req.cpus_per_worker, num_gpus=req.gpus_per_worker)
     metrics = ray.get(task.remote(config, shared.refs[variant_key(best.params)], str(checkpoint)))
@@ -219,7 +221,7 @@ def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
     from trainable.config import TrainConfig
     from trainable.inference import test_best
 
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), config)
+    cfg = typed(TrainConfig, config)
     with tempfile.TemporaryDirectory(prefix="sweep-test-") as tmp:
         local = Path(tmp) / "checkpoint"
         if storage.is_uri(checkpoint):  # on a bucket: the model is read from local files

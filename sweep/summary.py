@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from plumbing import storage
-from plumbing.cli import CONFIG_FILE
+from plumbing.cli import CONFIG_FILE, typed
 from plumbing.errors import DataError, UserError
 from plumbing.jsonio import json_safe, write_json
 from sweep.layout import BEST_CHECKPOINT, RETRAIN, SEARCH_STAGES, SPACE_FILE, SUMMARY_FILE, TRAIN_RUN_NAME, TRIALS_FILE
@@ -39,7 +39,7 @@ def run_config(run_dir: str):
     if not storage.exists(path):
         raise UserError(f"{run_dir} is not a sweep run directory (no {CONFIG_FILE}); give the out_dir "
                         "of a python -m sweep.run")
-    return OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.create(storage.read_text(path)))
+    return typed(SweepConfig, OmegaConf.create(storage.read_text(path)))
 
 
 def read_space(run_dir: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from data_prep.featureset import FeatureSet
 from data_prep.pipeline import prepare_features
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from plumbing.cli import typed
 from plumbing.errors import ConfigError, UserError
 from plumbing.jsonio import write_json
 from trainable.batching import columns_from_table
@@ -75,7 +76,7 @@ def check_device_name(device: str) -> None:
 def run_config(path: str | Path, *overrides: dict) -> DictConfig:
     """The checkpoint's TrainConfig (train_config.yaml) merged with ``overrides`` and validated."""
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), read_config(path), *overrides)
+        cfg = typed(TrainConfig, read_config(path), *overrides)
     except (OmegaConfBaseException, ValueError) as e:
         raise UserError(f"checkpoint '{path}': its {CONFIG_FILE} does not fit this version's training config "
                         f"({str(e).splitlines()[0]}); evaluate it with the version of the project that "

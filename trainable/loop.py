@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -29,6 +28,7 @@ from data_prep.augment import augmented_train_features
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from plumbing.cli import typed
 from trainable.batching import Batch, BucketBatchSampler, Collator, Columns, columns_from_table, prefetch
 from trainable.checkpoint import load_training_state, load_weights, save_checkpoint, set_rng_state
 from trainable.compatibility import check_compatible
@@ -49,7 +49,7 @@ EXTRA_KEYS = ("features_ref", "tb_dir")
 def resolve_config(config: dict):
     """The plain dict back into a typed, validated TrainConfig (extra keys set aside)."""
     plain = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    cfg = typed(TrainConfig, plain)
     validate_train(cfg)
     return cfg
 
