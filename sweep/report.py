@@ -17,7 +17,7 @@ from plumbing.errors import UserError
 from sweep.layout import SUMMARY_FILE, TRIALS_FILE
 from sweep.plots import PLOT_FILES, importances_skipped, write_plots
 from sweep.study import build_study, stored_trials
-from sweep.summary import leaderboard, read_space, run_config, write_summary
+from sweep.summary import leaderboard, read_space, sweep_config, write_summary
 from trainable.model_card import write_model_card
 
 DESCRIPTION = """
@@ -43,7 +43,7 @@ def refresh(run_dir: str | Path) -> dict[str, Any]:
     if best and best.get("checkpoint"):  # the card beside the model, with the test metrics when they exist
         name = posixpath.basename(run_dir.rstrip("/"))
         write_model_card(best["checkpoint"], summary.get("test"), best["params"], name)
-    study = build_study(records, read_space(run_dir), run_dir, stored_trials(run_dir, run_config(run_dir)))
+    study = build_study(records, read_space(run_dir), run_dir, stored_trials(run_dir, sweep_config(run_dir)))
     with tempfile.TemporaryDirectory(prefix="sweep-plots-") as tmp:
         local = run_dir if not storage.is_uri(run_dir) else tmp
         summary["plots"] = [p.name for p in write_plots(local, study, summary["primary_metric"])]

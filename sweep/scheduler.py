@@ -98,13 +98,13 @@ def rung_epochs(grace: int, max_t: int, rf: float) -> list[int]:
 def recorded_trials(run_dir: str, experiment: str) -> list[tuple[str, list[dict[str, float]], bool]]:
     """(trial id, its epochs as {epoch, BEST_METRIC} results, whether Tune ended it) for each trial of
     the stage, in creation order; the best so far is the running maximum of the recorded metric."""
-    from sweep.summary import run_config
+    from sweep.summary import sweep_config
     from sweep.trials import load_trials
 
     if not storage.exists(storage.join(run_dir, experiment)):
         return []
     out = []
-    for record in load_trials(run_dir, experiment, run_config(run_dir)):
+    for record in load_trials(run_dir, experiment, sweep_config(run_dir)):
         best, epochs = -math.inf, []
         for h in record.history:
             if h[METRIC] is not None:

@@ -12,7 +12,7 @@ from plumbing.errors import ConfigError, UserError
 from sweep.config import SweepConfig, leaf_diff, resolve_tracking_uri, validate_sweep
 from sweep.layout import STAGE1
 from sweep.space import check_space, nested_space, resolve_space, to_distributions
-from sweep.summary import run_config
+from sweep.summary import sweep_config
 
 
 def checked_config(cfg):
@@ -27,7 +27,7 @@ def checked_config(cfg):
     if cfg.sweep.warm_start and not cfg.resume:
         cfg.sweep.warm_start = storage.absolute(cfg.sweep.warm_start)
         try:
-            run_config(cfg.sweep.warm_start)
+            sweep_config(cfg.sweep.warm_start)
         except UserError as e:
             raise ConfigError("sweep.warm_start", str(e)) from None
     space = resolve_space(cfg)
@@ -58,7 +58,7 @@ def run_dir_of(cfg) -> str:
 def resumed_config(cfg):
     """The run's saved config; an override that contradicts it is an error, not a silent change."""
     run_dir = run_dir_of(cfg)
-    saved = run_config(run_dir)
+    saved = sweep_config(run_dir)
     overridden = set(leaf_diff(cfg, OmegaConf.structured(SweepConfig)))
     ignore = ("resume", "out_dir", "sweep.space.", "sweep.time_budget_s")  # a resume may set its own budget
     given = cfg.copy()

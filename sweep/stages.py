@@ -217,7 +217,7 @@ def final_test(cfg, run_dir: str, shared: Shared) -> dict[str, Any] | None:
     return metrics
 
 
-def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
+def _test_task(config: dict[str, Any], features, checkpoint: str) -> dict[str, Any]:
     from trainable.config import TrainConfig
     from trainable.inference import test_best
 
@@ -226,5 +226,5 @@ def _test_task(config: dict[str, Any], fs, checkpoint: str) -> dict[str, Any]:
         local = Path(tmp) / "checkpoint"
         if storage.is_uri(checkpoint):  # on a bucket: the model is read from local files
             storage.download_dir(checkpoint, local)
-        return test_best(cfg, fs, local if storage.is_uri(checkpoint) else Path(checkpoint), Path(tmp))
+        return test_best(cfg, features, local if storage.is_uri(checkpoint) else Path(checkpoint), Path(tmp))
 

@@ -31,7 +31,7 @@ from sweep.trials import TrialRecord, best_trial, load_trials
 from trainable.session import METRIC, MODE, TEST_METRICS
 
 
-def run_config(run_dir: str):
+def sweep_config(run_dir: str):
     """The sweep's saved config (typed), or a UserError naming what is missing."""
     from sweep.config import SweepConfig
 
@@ -146,7 +146,7 @@ def build_summary(run_dir: str, records: list[TrialRecord], cfg: Any) -> dict[st
 
 def write_summary(run_dir: str) -> tuple[dict[str, Any], list[TrialRecord]]:
     """Rewrite summary.json, trials.parquet and best_checkpoint/ from the run directory."""
-    cfg = run_config(run_dir)
+    cfg = sweep_config(run_dir)
     records = search_trials(run_dir, cfg)
     best = best_trial(records)
     if best is not None:

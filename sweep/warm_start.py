@@ -55,10 +55,10 @@ def fit_to_space(params: Mapping[str, Any], dists: Mapping[str, BaseDistribution
 
 def warm_start(study: optuna.Study, source: str, dists: Mapping[str, BaseDistribution], top: int) -> WarmStart:
     """Enqueue the ``top`` best configs of the sweep in ``source`` (a run dir or URI) into ``study``."""
-    from sweep.summary import run_config, search_trials
+    from sweep.summary import search_trials, sweep_config
 
     source = storage.absolute(source)
-    records = [r for r in search_trials(source, run_config(source)) if r.best_metric is not None]
+    records = [r for r in search_trials(source, sweep_config(source)) if r.best_metric is not None]
     best = sorted(records, key=lambda r: -r.best_metric)[:top]
     warm = WarmStart()
     for record in best:

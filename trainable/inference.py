@@ -73,7 +73,7 @@ def check_device_name(device: str) -> None:
         raise ConfigError("device", f"must be one of {', '.join(DEVICES)}; got {device!r}")
 
 
-def run_config(path: str | Path, *overrides: dict) -> DictConfig:
+def checkpoint_config(path: str | Path, *overrides: dict) -> DictConfig:
     """The checkpoint's TrainConfig (train_config.yaml) merged with ``overrides`` and validated."""
     try:
         cfg = typed(TrainConfig, read_config(path), *overrides)
@@ -94,7 +94,7 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", overrides: dict |
     """
     check_device_name(device)
     meta = read_meta(path)  # a missing or incomplete directory fails here, before any loading
-    cfg = run_config(path, overrides or {}, {"training": {"device": device}})
+    cfg = checkpoint_config(path, overrides or {}, {"training": {"device": device}})
     cfg.cache_dir = run_cache_dir(path, cfg.cache_dir)
     torch_device = choose_device(cfg)
     model, meta, _ = load_model(path, torch_device)

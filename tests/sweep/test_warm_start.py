@@ -11,14 +11,14 @@ from plumbing.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.searcher import make_searcher
 from sweep.settings import checked_config
-from sweep.summary import run_config, search_trials
+from sweep.summary import search_trials, sweep_config
 from sweep.warm_start import warm_start
 
 pytestmark = pytest.mark.slow
 
 
 def ranked_lrs(run_dir) -> list[float]:
-    records = [r for r in search_trials(str(run_dir), run_config(str(run_dir))) if r.best_metric is not None]
+    records = [r for r in search_trials(str(run_dir), sweep_config(str(run_dir))) if r.best_metric is not None]
     return [r.params["training.lr"] for r in sorted(records, key=lambda r: -r.best_metric)]
 
 
