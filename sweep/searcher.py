@@ -192,15 +192,16 @@ class TrialSearch(Searcher):
 
 
 def study_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage at ``url``; a SQLite file without an fsync at each of its commits."""
-    if not url.startswith(SQLITE):
+    """Optuna's storage at ``url``; a SQLite file without an fsync at each of its commits (a URL with
+    query arguments is the user's to tune, and is opened as given)."""
+    if not url.startswith(SQLITE) or "?" in url:
         return optuna.storages.RDBStorage(url)
     return optuna.storages.RDBStorage(url, engine_kwargs={"creator": UnsyncedSQLite(url.removeprefix(SQLITE))})
 
 
 class UnsyncedSQLite:
     """Opens the study's SQLite file with ``synchronous=OFF``: every ask, epoch and tell is a commit,
-    and an fsync each made them a third of the searcher's time. The file then survives the driver's
+    and an fsync each made them about a quarter of the searcher's time. The file then survives the driver's
     crash (the OS holds what was written), not the machine's, as Tune's experiment state beside it.
     A class, not a closure: Optuna's storage pickles its engine's arguments with the searcher."""
 

@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from plumbing.errors import ConfigError
-from sweep.searcher import check_new_study, make_searcher
+from sweep.searcher import check_new_study, make_searcher, study_storage
 from sweep.study import TRIAL_ID_ATTR
 
 DISTS = {"training.lr": FloatDistribution(1e-5, 1e-2, log=True),
@@ -141,3 +141,15 @@ def test_a_trial_told_before_a_resume_is_not_told_again(tmp_path):
     restored.on_trial_complete("a", {**result, "best_metric": 0.9})
     (trial,) = optuna.load_study(study_name="s", storage=url).trials
     assert trial.value == 0.5 and trial.user_attrs["stop_reason"] == "finished"
+
+
+def test_the_study_file_is_written_without_an_fsync_per_commit_and_survives_pickling(tmp_path):
+    url = f"sqlite:///{tmp_path}/study.db"
+    for db in (study_storage(url), pickle.loads(pickle.dumps(study_storage(url)))):  # Tune pickles the searcher
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 0  # OFF
+    searcher = make_searcher(DISTS, 0, 2, url=url)
+    run_trial(searcher, "a", [0.2, 0.4])
+    assert optuna.load_study(study_name="search", storage=url).trials[0].value == 0.4  # read back as usual
+    with study_storage(f"{url}?timeout=30").engine.connect() as conn:  # a URL with arguments: as given
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's default
