@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sweep.config import EVENTS, RAY_OUTPUT
 
 
-def fmt_value(value) -> str:
+def fmt_value(value: Any) -> str:
     """A param's value as a line or a table shows it: 3 significant digits, "-" for none."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
