@@ -31,7 +31,8 @@ class SweepSection:
     num_samples: int = doc("trials in the (first stage of the) search", 8)
     scheduler: str = doc("asha (stop weak trials at rungs) | fifo (run every trial to the end)", "asha")
     grace_period: int = doc("ASHA: epochs every trial runs before it can be stopped (on the demo, rankings after "
-                            "fewer than 3 epochs say little about the final ones; bench/sweep.py measures it)", 3)
+                            "fewer than 3 epochs say little about the final ones; 1 trains fewer epochs but can "
+                            "stop the would-be winner: bench/sweep.py measures it)", 3)
     reduction_factor: int = doc("ASHA: 1/reduction_factor of the trials go on at each rung", 2)
     max_concurrent: int | None = doc(
         "trials at once; default: as many worker groups as the cluster holds (set it on an "
