@@ -143,7 +143,8 @@ class TrialSearch(Searcher):
         self.completed.add(trial_id)
         self._report(trial_id, result)  # Tune hands the result that ends a trial here, not to on_trial_result
         value = (result or {}).get(BEST_METRIC, (result or {}).get(METRIC))
-        trial = self.handles.pop(trial_id, None) or optuna.trial.Trial(self.study, self.trials[trial_id])
+        trial = self._handle(trial_id)
+        del self.handles[trial_id]  # an ended trial takes no more reports
         self._label_end(trial, trial_id, error)
         if value is None:
             state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
