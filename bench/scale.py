@@ -26,6 +26,7 @@ the epochs trained and best value of ASHA against FIFO.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -192,15 +193,24 @@ def run_arm(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str]) -> None:
-    def arg(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", default="100,300,1000", help="comma-separated N (trials per run)")
+    ap.add_argument("--concurrency", type=int, default=32, help="trials at once (logical CPUs of the local Ray)")
+    ap.add_argument("--epochs", type=int, default=9, help="epochs of each simulated trial")
+    ap.add_argument("--epoch-s", type=float, default=0.05, help="seconds each simulated epoch sleeps")
+    ap.add_argument("--grace", type=int, default=3, help="ASHA's grace period, for both ASHAs")
+    ap.add_argument("--no-fifo", action="store_true", help="leave out the FIFO arm")
+    ap.add_argument("--arm", choices=("project", "bare", "fifo"), help=argparse.SUPPRESS)  # one arm's subprocess
+    return ap.parse_args(argv)
 
-    sizes = [int(x) for x in arg("--trials", "100,300,1000").split(",")]
-    c, epochs, epoch_s = int(arg("--concurrency", "32")), int(arg("--epochs", "9")), float(arg("--epoch-s", "0.05"))
-    grace, fifo = int(arg("--grace", "3")), "--no-fifo" not in argv
-    if "--arm" in argv:
-        return arm_main(arg("--arm", ""), sizes[0], c, epochs, epoch_s, grace)
+
+def main(argv: list[str]) -> None:
+    a = parse(argv)
+    sizes = [int(x) for x in a.trials.split(",")]
+    c, epochs, epoch_s, grace, fifo = a.concurrency, a.epochs, a.epoch_s, a.grace, not a.no_fifo
+    if a.arm:
+        return arm_main(a.arm, sizes[0], c, epochs, epoch_s, grace)
     print(f"{'N':>5} {'wall s':>7} {'ideal s':>7} {'bare wall':>9} {'driver ms/trial':>15} {'bare ms/trial':>13} "
           f"{'overhead':>8} {'TPE ms':>6} {'record s':>8} {'MB':>6} {'files/trial':>11} {'peak MB':>7} "
           f"{'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9}")

@@ -11,6 +11,7 @@ Ray's own ``OptunaSearch`` keeps): the difference is what the study on disk cost
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -43,10 +44,11 @@ def cpu_ms_per_trial(url: str | None, run_dir: str, trials: int, epochs: int) ->
 
 
 def main(argv: list[str]) -> None:
-    def arg(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
-
-    trials, epochs = int(arg("--trials", "200")), int(arg("--epochs", "5"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=200, help="trials the searcher proposes and is told")
+    ap.add_argument("--epochs", type=int, default=5, help="intermediate results per trial")
+    a = ap.parse_args(argv)
+    trials, epochs = a.trials, a.epochs
     with tempfile.TemporaryDirectory(prefix="bench-searcher-") as tmp:
         sqlite = cpu_ms_per_trial(f"sqlite:///{tmp}/study.db", tmp, trials, epochs)
         memory = cpu_ms_per_trial(None, tmp, trials, epochs)

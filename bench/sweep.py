@@ -299,7 +299,17 @@ def startup_main(out_root: Path, overrides: list[str]) -> None:
               f"{p['epoch_s']:>8.1f} {wall:>7.0f}", flush=True)
 
 
+FLAGS = ("--seeds", "--reuse", "--startup", "--job")
+
+
 def main(argv: list[str]) -> None:
+    if {"-h", "--help"} & set(argv):
+        return print(__doc__)
+    unknown = [a for a in argv if a.startswith("-") and a not in FLAGS]
+    if unknown:
+        print(f"bench/sweep.py: unknown option {unknown[0]} (flags: {', '.join(FLAGS)}; "
+              "anything else is a key=value override of every sweep)", file=sys.stderr)
+        raise SystemExit(2)
     out_root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("out_dir=")), "runs/bench"))
     seeds = int(argv[argv.index("--seeds") + 1]) if "--seeds" in argv else 0
     flags = {"--job", "--startup", "--seeds", "--reuse", str(seeds)} if seeds else {"--job", "--startup"}
