@@ -33,7 +33,7 @@ def share_features(cfg, variants: list[dict[str, Any]]) -> Shared:
         started = time.perf_counter()
         try:
             with quiet_bars(cfg.sweep.verbose):
-                fs = prepare_features(apply_params(cfg, variant), verbose=False)
+                featureset = prepare_features(apply_params(cfg, variant), verbose=False)
         except ConfigError as e:
             if not e.key.startswith("features.") or not variant:
                 raise
@@ -43,8 +43,8 @@ def share_features(cfg, variants: list[dict[str, Any]]) -> Shared:
         shared.prepare_s += time.perf_counter() - started
         started = time.perf_counter()
         name = variant_key(variant)
-        shared.refs[name] = ray.put(fs)
+        shared.refs[name] = ray.put(featureset)
         shared.put_s += time.perf_counter() - started
-        shared.sizes[name] = sum(t.nbytes for t in fs.features.values())
+        shared.sizes[name] = sum(t.nbytes for t in featureset.features.values())
     return shared
 

@@ -34,9 +34,10 @@ from trainable.checkpoint import load_training_state, load_weights, save_checkpo
 from trainable.compatibility import check_compatible
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.device import amp_dtype, autocast_context, choose_device
-from trainable.evaluation import chosen_thresholds, evaluate
+from trainable.evaluation import evaluate
 from trainable.losses import class_alpha
 from trainable.models import TaskModel, build_model
+from trainable.scoring import chosen_thresholds
 from trainable.session import BEST_METRIC, METRIC, LocalSession, RaySession, Session
 from trainable.tensorboard import TBLogger, flat_hparams
 

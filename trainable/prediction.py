@@ -17,9 +17,10 @@ from data_prep.records import PairExample, Post
 from data_prep.symptoms import SYMPTOMS, criteria
 from data_prep.text import split_sentences
 from trainable.batching import Columns, columns_from_table
-from trainable.evaluation import crf_spans, model_outputs, span_answers
+from trainable.evaluation import model_outputs
 from trainable.inference import Checkpoint
 from trainable.post_summary import evidence_threshold
+from trainable.scoring import crf_spans, span_answers
 
 # Posts per featurization chunk are bounded by examples, so the featurizer's own progress bar stays
 # off (ours counts posts) and memory stays flat on large inputs.
