@@ -1,7 +1,7 @@
 """The sweep's own cost as its trials grow: simulated trials through the project's stack beside bare Tune.
 
     python bench/scale.py [--trials 100,300,1000] [--concurrency 32] [--epochs 9] [--epoch-s 0.05]
-                          [--grace 3] [--no-fifo]
+                          [--grace 2] [--no-fifo]
 
 A simulated trial is a learning curve, one short sleep per epoch: its height depends on the config
 (lr against a best lr of 1e-3, a small batch-size effect), it saturates over the epochs, and seeded noise
@@ -15,13 +15,15 @@ measured is what runs around the trials. Each arm runs in a fresh process with a
   (``sweep.report.refresh``: summary, trials table, plots, study);
 - ``bare``: Tune alone with the same trials, concurrency, TPE (Ray's ``OptunaSearch``) and ASHA;
 - ``fifo``: the project with ``sweep.scheduler=fifo``, for the epochs ASHA saves and the best it keeps
-  (``--no-fifo`` leaves it out). Both ASHAs use ``--grace`` (the sweep's default, 3) and a reduction
+  (``--no-fifo`` leaves it out). Both ASHAs use ``--grace`` (the sweep's default, 2) and a reduction
   factor of 2.
 
 Per N it prints wall time against the ideal (every epoch's sleep, C at a time), the driver's CPU time per
 trial for the project and bare Tune and their ratio (the overhead ratio), TPE's time per suggestion with
 N trials told, the record's time, the run dir's size and files per trial, the driver's peak memory, and
-the epochs trained and best value of ASHA against FIFO.
+the epochs trained and best value of ASHA against FIFO, and the height of each one's best config (its curve
+at the last epoch without noise: what the config found is worth, where the best value also counts the luck of
+the most noisy epochs a sweep drew).
 """
 
 from __future__ import annotations
@@ -43,13 +45,17 @@ SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1}, "trai
 NOISE = 0.02
 
 
+def height(params: dict, epoch: int) -> float:
+    """A config's metric at ``epoch`` without noise: what the config is worth, apart from its luck."""
+    top = 0.9 - 0.12 * (math.log10(params["training.lr"]) + 3) ** 2 - 0.02 * (params["training.batch_size"] == 32)
+    return top * (1 - math.exp(-epoch / 3))
+
+
 def curve(params: dict, epoch: int, trial_seed: int) -> float:
     """The trial's metric at ``epoch``: a config-dependent height, saturating, with seeded noise."""
     import random
 
-    height = 0.9 - 0.12 * (math.log10(params["training.lr"]) + 3) ** 2 - 0.02 * (params["training.batch_size"] == 32)
-    noise = random.Random(trial_seed * 1000 + epoch).gauss(0, NOISE)
-    return max(0.0, height * (1 - math.exp(-epoch / 3)) + noise)
+    return max(0.0, height(params, epoch) + random.Random(trial_seed * 1000 + epoch).gauss(0, NOISE))
 
 
 def project_trial(config: dict, epochs: int, epoch_s: float) -> None:
@@ -64,7 +70,7 @@ def project_trial(config: dict, epochs: int, epoch_s: float) -> None:
         time.sleep(epoch_s)
         value = curve(config, epoch, seed)
         best = max(best, value)
-        session.report({"epoch": epoch, METRIC: value, BEST_METRIC: best})
+        session.report({"epoch": epoch, METRIC: value, BEST_METRIC: best, "val_f1": value})
 
 
 def bare_trial(config: dict, epochs: int, epoch_s: float) -> None:
@@ -90,7 +96,7 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
 
     cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={epochs}", "training.patience=0",
                                      f"sweep.num_samples={n}", f"sweep.scheduler={scheduler}", "sweep.verbose=1",
-                                     f"sweep.grace_period={grace}",
+                                     f"sweep.grace_period={grace}", "sweep.rung_metric=f1",
                                      "sweep.final_test=false"], "sweep.run", "")
     save_config(cfg, run_dir)
     dists = to_distributions(SPACE, cfg)
@@ -105,6 +111,7 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
     out["record_s"] = time.perf_counter() - started
     out["epochs"] = summary["total_epochs"]
     out["best"] = summary["best"]["metric"]
+    out["best_height"] = height(summary["best"]["params"], epochs)
     out["tpe_suggest_ms"] = tpe_suggest_ms(run_dir, dists)
     files = [p for p in (run_dir / "search").rglob("*") if p.is_file()]
     out["files_per_trial"] = len(files) / n
@@ -199,7 +206,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=32, help="trials at once (logical CPUs of the local Ray)")
     ap.add_argument("--epochs", type=int, default=9, help="epochs of each simulated trial")
     ap.add_argument("--epoch-s", type=float, default=0.05, help="seconds each simulated epoch sleeps")
-    ap.add_argument("--grace", type=int, default=3, help="ASHA's grace period, for both ASHAs")
+    ap.add_argument("--grace", type=int, default=2, help="ASHA's grace period, for both ASHAs")
     ap.add_argument("--no-fifo", action="store_true", help="leave out the FIFO arm")
     ap.add_argument("--arm", choices=("project", "bare", "fifo"), help=argparse.SUPPRESS)  # one arm's subprocess
     return ap.parse_args(argv)
@@ -213,16 +220,17 @@ def main(argv: list[str]) -> None:
         return arm_main(a.arm, sizes[0], c, epochs, epoch_s, grace)
     print(f"{'N':>5} {'wall s':>7} {'ideal s':>7} {'bare wall':>9} {'driver ms/trial':>15} {'bare ms/trial':>13} "
           f"{'overhead':>8} {'TPE ms':>6} {'record s':>8} {'MB':>6} {'files/trial':>11} {'peak MB':>7} "
-          f"{'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9}")
+          f"{'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9} {'height ASHA':>11} {'height FIFO':>11}")
     for n in sizes:
         p, b = (run_arm(a, n, c, epochs, epoch_s, grace) for a in ("project", "bare"))
-        f = run_arm("fifo", n, c, epochs, epoch_s, grace) if fifo else {"epochs": float("nan"), "best": float("nan")}
+        skipped = dict.fromkeys(("epochs", "best", "best_height"), math.nan)
+        f = run_arm("fifo", n, c, epochs, epoch_s, grace) if fifo else skipped
         ideal = p["epochs"] * epoch_s / c
         print(f"{n:>5} {p['wall_s']:>7.1f} {ideal:>7.1f} {b['wall_s']:>9.1f} {1000 * p['driver_cpu_s'] / n:>15.1f} "
               f"{1000 * b['driver_cpu_s'] / n:>13.1f} {p['driver_cpu_s'] / b['driver_cpu_s']:>8.2f} "
               f"{p['tpe_suggest_ms']:>6.1f} {p['record_s']:>8.1f} {p['run_dir_mb']:>6.1f} "
               f"{p['files_per_trial']:>11.1f} {p['peak_mb']:>7.0f} {p['epochs'] / f['epochs']:>16.2f} "
-              f"{p['best']:>9.4f} {f['best']:>9.4f}", flush=True)
+              f"{p['best']:>9.4f} {f['best']:>9.4f} {p['best_height']:>11.4f} {f['best_height']:>11.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ ARMS = {  # name -> the overrides that make it
     "tpe+fifo": ["sweep.searcher=tpe", "sweep.scheduler=fifo", "training.patience=0"],
 }
 WITHIN = 0.01
+RUNG_METRIC = "roc_auc"  # what the sweep's ASHA compares on pair by default (sweep.config.RUNG_METRIC)
 STARTUP = {  # --startup: how a trial trains (sweep.in_process), in sequential sweeps of the same trials
     "in-process": ["sweep.in_process=true"],
     "worker-group": ["sweep.in_process=false"],
@@ -219,22 +220,33 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(pd.Series(a).corr(pd.Series(b), method="spearman"))
 
 
-def rank_correlations(fifo_curves: list[list[list[float]]]) -> list[tuple[int, float, float]]:
-    """(rung epoch, Spearman of best-so-far vs final best, of the epoch's value vs final best), over the
-    trials of every FIFO sweep (each sweep's trials ranked within it, then averaged)."""
+def rung_curves(out: Path, key: str) -> list[list[float]]:
+    """Each search trial's ``key`` (a result's ``val_*``) per epoch, in creation order, from Tune's result.json
+    (read here, not through the sweep package: this script's name hides it from its imports)."""
+    return [[json.loads(line)[key] for line in (t / "result.json").read_text().splitlines()]
+            for t in sorted((out / "search").glob("trial_*"))]
+
+
+def rank_correlations(fifo: list[tuple[list[list[float]], list[list[float]]]]) -> list[tuple[int, ...]]:
+    """(rung epoch, Spearman against the final best metric of: the metric's best so far, the epoch's own
+    metric, the rung metric's best so far), over the trials of every FIFO sweep (``fifo``: each sweep's
+    metric curves and rung-metric curves; each sweep's trials ranked within it, then averaged)."""
     out = []
-    longest = min(len(c) for trials in fifo_curves for c in trials)
+    longest = min(len(c) for trials, _ in fifo for c in trials)
     for rung in range(1, longest):
-        so_far, own = [], []
-        for trials in fifo_curves:
+        so_far, own, rung_so_far = [], [], []
+        for trials, rung_values in fifo:
             final = [max(c) for c in trials]
             so_far.append(spearman([max(c[:rung]) for c in trials], final))
             own.append(spearman([c[rung - 1] for c in trials], final))
-        out.append((rung, sum(so_far) / len(so_far), sum(own) / len(own)))
+            rung_so_far.append(spearman([max(c[:rung]) for c in rung_values], final))
+        out.append((rung, *(sum(x) / len(x) for x in (so_far, own, rung_so_far))))
     return out
 
 
 def compare_main(out_root: Path, overrides: list[str], seeds: list[int], reuse: bool = False) -> None:
+    rung_metric = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("sweep.rung_metric=")),
+                       RUNG_METRIC)
     rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     saved_path = out_root / "bench_search.json"
     saved = json.loads(saved_path.read_text()) if reuse and saved_path.is_file() else {}
@@ -251,7 +263,7 @@ def compare_main(out_root: Path, overrides: list[str], seeds: list[int], reuse: 
             row["to_best"] = epochs_to_best(trials, row["best"])
             rows[arm].append(row)
             if arm.endswith("fifo"):
-                fifo_curves.append(trials)
+                fifo_curves.append((trials, rung_curves(out, f"val_{rung_metric}")))
             print(f"seed {seed} {arm}: best {row['best']:.4f}, {row['epochs']} epochs, {row['wall_s']:.0f} s",
                   flush=True)
     print(f"\n{len(seeds)} seed(s), {rows['tpe+asha'][0]['trials']} trials each")
@@ -265,10 +277,10 @@ def compare_main(out_root: Path, overrides: list[str], seeds: list[int], reuse: 
     print(f"TPE + ASHA vs random + FIFO: best {mean(product, 'best'):.4f} vs {mean(baseline, 'best'):.4f} at "
           f"{mean(product, 'epochs') / mean(baseline, 'epochs'):.2f} of its epochs and "
           f"{mean(product, 'wall_s') / mean(baseline, 'wall_s'):.2f} of its wall time")
-    print("rank correlation (Spearman) with the final best, FIFO trials:")
-    print(f"{'rung epoch':>10} {'best so far':>11} {'epoch value':>11}")
-    for rung, so_far, own in rank_correlations(fifo_curves):
-        print(f"{rung:>10} {so_far:>11.3f} {own:>11.3f}")
+    print("rank correlation (Spearman) with the final best metric, FIFO trials:")
+    print(f"{'rung epoch':>10} {'metric: best so far':>19} {'epoch value':>11} {rung_metric + ': best so far':>24}")
+    for rung, so_far, own, rung_so_far in rank_correlations(fifo_curves):
+        print(f"{rung:>10} {so_far:>19.3f} {own:>11.3f} {rung_so_far:>24.3f}")
     (out_root / "bench_search.json").write_text(json.dumps(rows, indent=1))
 
 

@@ -9,6 +9,7 @@ not written it itself (``trainable.tensorboard.write_end`` keeps the first recor
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ class TrialEvents(Callback):
     stop reason in its TensorBoard run (always)."""
 
     def __init__(self, base: dict[str, Any], run_dir: str | Path, experiment: str, metric_label: str,
-                 verbose: int = EVENTS):
+                 verbose: int = EVENTS, rung_label: str | None = None):
         self.base, self.run_dir, self.experiment = base, str(run_dir), experiment
-        self.metric_label, self.verbose = metric_label, verbose
+        self.metric_label, self.verbose, self.rung_label = metric_label, verbose, rung_label
         self.started: set[str] = set()
+        self.rung_best: dict[str, float] = {}  # running trials' best so far of the rung metric (what ASHA compares)
         self._base_cfg = None  # the typed base config, built once: a merge takes 20-80 ms
         self._cfgs: dict[str, Any] = {}  # running trials' configs, built once each (every result needs one)
 
@@ -51,6 +53,9 @@ class TrialEvents(Callback):
         self.say(trial, f"started: {params}" if params else "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        value = result.get(f"val_{self.rung_label}")
+        if isinstance(value, int | float) and math.isfinite(value):
+            self.rung_best[trial.trial_id] = max(self.rung_best.get(trial.trial_id, -math.inf), value)
         if "epoch" in result and METRIC in result:
             best = result.get(BEST_METRIC, result[METRIC])
             self.say(trial, f"epoch {result['epoch']}/{self.planned(trial)}: {self.metric_label} "
@@ -64,6 +69,9 @@ class TrialEvents(Callback):
         if reason == "finished":
             self.say(trial, f"finished {epoch}/{planned} epochs ({best})")
         elif reason == "asha":
+            compared = self.rung_best.get(trial.trial_id)
+            if self.rung_label != self.metric_label and compared is not None:  # say what the rung compared
+                best = f"{self.rung_label} so far {compared:.4f}, {best}"
             self.say(trial, f"stopped by ASHA after epoch {epoch}/{planned} ({best})")
         else:
             patience = self.trial_cfg(trial).training.patience
@@ -71,12 +79,14 @@ class TrialEvents(Callback):
                             f"in {patience} epoch(s) ({best})")
         self.record_end(trial, reason)
         self._cfgs.pop(trial.trial_id, None)
+        self.rung_best.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         error = read_error(self.trial_dir(trial))
         self.say(trial, f"errored: {error or 'see the trial directory'} ({trial.storage.trial_dir_name})")
         self.record_end(trial, "error")
         self._cfgs.pop(trial.trial_id, None)
+        self.rung_best.pop(trial.trial_id, None)
 
     # ------------------------------------------------------------ helpers
 

@@ -1,9 +1,11 @@
-"""The sweep's trial scheduler: Ray's ASHA comparing what trials keep, with rungs that survive a resume.
+"""The sweep's trial scheduler: Ray's ASHA comparing the trials' best so far, with rungs that survive a resume.
 
-At each rung ASHA compares the trials' best metric so far (``BEST_METRIC``: the checkpoint a trial
-keeps), not the epoch's own value: one noisy epoch neither stops a trial that already reached a good
-checkpoint nor saves one that never did (``bench/sweep.py`` prints how well each ranks the trials at
-the rungs against their final best).
+At each rung ASHA compares each trial's best so far of the rung metric (``sweep.config.rung_metric``:
+ROC-AUC for ``pair``, the trial's metric otherwise), not the epoch's own value: one noisy epoch neither
+stops a trial that already reached a good checkpoint nor saves one that never did. For ``pair`` a
+threshold-free metric ranks early: after two epochs most scores still sit on one side of 0.5, so F1
+there says more about where they sit than about what was learned (``bench/sweep.py`` prints how well
+each choice ranks the trials at the rungs against their final best).
 
 ``Tuner.restore`` restores the searcher and the callbacks but not the scheduler: it comes back as it
 was pickled before the first trial, with empty rungs (ray-project/ray#30838). So before it places its
@@ -22,53 +24,47 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from plumbing import storage
-from trainable.session import BEST_METRIC, METRIC, MODE
+from sweep.config import rung_metric
+from trainable.session import MODE
 
 
 class SweepASHA(ASHAScheduler):
-    """ASHA on ``epoch`` and ``BEST_METRIC`` that appends each stop to ``stops_path`` (so the record
-    can say "asha") and rebuilds its rungs from the stage's recorded trials when first used.
+    """ASHA on ``epoch`` and the best so far of ``rung_key`` (a result's ``val_*`` key) that appends each
+    stop to ``stops_path`` (so the record can say "asha") and rebuilds its rungs from the stage's recorded
+    trials when first used. A rung decides as Ray's does: against whatever trials reached it before."""
 
-    A rung stops a trial only once ``reduction_factor`` trials reached it before: Ray's ASHA compares
-    a trial with whatever the rung holds, so the second trial to arrive is stopped when it is below
-    the first, by however little (on the demo a trial 0.05 behind at epoch 3 that would have won by
-    0.05). ASHA's paper never promotes from a rung holding fewer than ``reduction_factor`` trials
-    either; it waits, where Ray stops, so here those early arrivals go on."""
-
-    def __init__(self, run_dir: str, experiment: str, stops_path: str, *, max_t: int, grace_period: int,
-                 reduction_factor: float):
-        super().__init__(time_attr="epoch", metric=BEST_METRIC, mode=MODE, max_t=max_t, grace_period=grace_period,
+    def __init__(self, run_dir: str, experiment: str, stops_path: str, *, rung_key: str, max_t: int,
+                 grace_period: int, reduction_factor: float):
+        super().__init__(time_attr="epoch", metric=rung_key, mode=MODE, max_t=max_t, grace_period=grace_period,
                          reduction_factor=reduction_factor)
         self.run_dir, self.experiment, self.stops_path = run_dir, experiment, stops_path
+        self.rung_key, self.best_so_far = rung_key, {}
         self.rebuilt = False
-        self.min_peers = int(math.ceil(reduction_factor))
-        self.milestones = rung_epochs(grace_period, max_t, reduction_factor)
-        self.reached: dict[int, set[str]] = {m: set() for m in self.milestones}  # rung -> trials there
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self.rebuild()
         super().on_trial_add(tune_controller, trial)
 
-    def peers_before(self, trial_id: str, result: dict) -> int | None:
-        """How many trials reached the rung this result reaches first (None: it reaches none)."""
-        epoch = result.get("epoch") or 0
-        for milestone in reversed(self.milestones):  # as Ray's bracket: the highest rung not yet recorded
-            if epoch >= milestone and trial_id not in self.reached[milestone]:
-                peers = len(self.reached[milestone])
-                self.reached[milestone].add(trial_id)
-                return peers
-        return None
+    def with_best(self, trial_id: str, result: dict) -> dict:
+        """``result`` with the rung metric replaced by the trial's best so far (a missing or NaN epoch adds
+        nothing). Replaced, not added under a key of its own: Tune checks that each reported result holds
+        the scheduler's metric before the scheduler sees it."""
+        value = result.get(self.rung_key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            self.best_so_far[trial_id] = max(self.best_so_far.get(trial_id, -math.inf), float(value))
+        best = self.best_so_far.get(trial_id)
+        return result if best is None else {**result, self.rung_key: best}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         self.rebuild()
-        peers = self.peers_before(trial.trial_id, result)
-        action = super().on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and peers is not None and peers < self.min_peers:
-            action = TrialScheduler.CONTINUE  # too few to compare with: go on, as ASHA's paper would
+        action = super().on_trial_result(tune_controller, trial, self.with_best(trial.trial_id, result))
         if action == TrialScheduler.STOP:
             entry = {"experiment": self.experiment, "trial_id": trial.trial_id, "epoch": result.get("epoch")}
             storage.append_text(self.stops_path, json.dumps(entry) + "\n")
         return action
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, self.with_best(trial.trial_id, result))
 
     def rebuild(self) -> None:
         """Replay the recorded epochs of this stage's trials (none in a new stage) once."""
@@ -83,41 +79,26 @@ class SweepASHA(ASHAScheduler):
         trial = SimpleNamespace(trial_id=trial_id)
         ASHAScheduler.on_trial_add(self, None, trial)
         for result in epochs:
-            self.peers_before(trial_id, result)
+            result = self.with_best(trial_id, result)
             ASHAScheduler.on_trial_result(self, None, trial, result)
         if ended and epochs:
-            ASHAScheduler.on_trial_complete(self, None, trial, epochs[-1])
+            ASHAScheduler.on_trial_complete(self, None, trial, result)
 
 
-def rung_epochs(grace: int, max_t: int, rf: float) -> list[int]:
-    """The epochs of ASHA's rungs, ascending, as Ray's bracket places them (grace x rf^k below max_t)."""
-    count = int(math.log(max_t / grace) / math.log(rf) + 1)
-    return [int(grace * rf ** k) for k in range(count)]
-
-
-def recorded_trials(run_dir: str, experiment: str) -> list[tuple[str, list[dict[str, float]], bool]]:
-    """(trial id, its epochs as {epoch, BEST_METRIC} results, whether Tune ended it) for each trial of
-    the stage, in creation order; the best so far is the running maximum of the recorded metric."""
+def recorded_trials(run_dir: str, experiment: str) -> list[tuple[str, list[dict[str, Any]], bool]]:
+    """(trial id, its epochs' results, whether Tune ended it) for each trial of the stage, in creation order."""
     from sweep.summary import sweep_config
-    from sweep.trials import load_trials
+    from sweep.trials import load_trials, read_results
 
     if not storage.exists(storage.join(run_dir, experiment)):
         return []
-    out = []
-    for record in load_trials(run_dir, experiment, sweep_config(run_dir)):
-        best, epochs = -math.inf, []
-        for h in record.history:
-            if h[METRIC] is not None:
-                best = max(best, h[METRIC])
-            if best > -math.inf:
-                epochs.append({"epoch": int(h["epoch"]), BEST_METRIC: best})
-        out.append((record.trial_id, epochs, record.state in ("TERMINATED", "ERROR")))
-    return out
+    return [(r.trial_id, read_results(r.path), r.state in ("TERMINATED", "ERROR"))
+            for r in load_trials(run_dir, experiment, sweep_config(run_dir))]
 
 
 def make_scheduler(cfg: Any, run_dir: str, experiment: str, max_t: int, stops_path: str):
     """ASHA (``sweep.scheduler=asha``) or FIFO (every trial to its end)."""
     if cfg.sweep.scheduler == "fifo":
         return FIFOScheduler()
-    return SweepASHA(run_dir, experiment, stops_path, max_t=max_t, grace_period=cfg.sweep.grace_period,
-                     reduction_factor=cfg.sweep.reduction_factor)
+    return SweepASHA(run_dir, experiment, stops_path, rung_key=f"val_{rung_metric(cfg)}", max_t=max_t,
+                     grace_period=cfg.sweep.grace_period, reduction_factor=cfg.sweep.reduction_factor)

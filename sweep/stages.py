@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from plumbing import storage
 from plumbing.cli import typed
 from plumbing.jsonio import write_json
-from sweep.config import RAY_OUTPUT, retrain_seed_count, startup_trials, train_dict
+from sweep.config import RAY_OUTPUT, retrain_seed_count, rung_metric, startup_trials, train_dict
 from sweep.driver import DRIVER_RESOURCES, driver
 from sweep.layout import RETRAIN, STAGE1, STAGE2, STAGE2_SPACE_FILE, STOPS_FILE, TIMINGS_FILE
 from sweep.output import info, tune_output
@@ -125,7 +125,7 @@ def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_
                                    param_space=param_space, storage_filesystem=fs)
     else:
         events = TrialEvents(OmegaConf.to_container(cfg, resolve=True), run_dir, name, metric_name(cfg),
-                             verbose=cfg.sweep.verbose)
+                             verbose=cfg.sweep.verbose, rung_label=rung_metric(cfg))
         tuner = tune.Tuner(
             trainable, param_space=param_space or {},
             tune_config=tune.TuneConfig(search_alg=searcher() if searcher else None, scheduler=scheduler,

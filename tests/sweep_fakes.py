@@ -36,6 +36,7 @@ def new_run_dir(run_dir: Path, epochs: int, *overrides: str):
     """The config.yaml sweep.run leaves before its first trial, for ``epochs`` epochs per trial."""
     cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={epochs}", "training.patience=0",
                                      "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.verbose=0",
+                                     "sweep.rung_metric=f1",  # the fake trials report val_f1 alone
                                      *overrides], "sweep.run", "")
     save_config(cfg, run_dir)
     return cfg
@@ -96,7 +97,7 @@ def curve_trial(config, epochs: int, stop_file: str, driver_pid: int, epoch_s: f
     for epoch in range(1, epochs + 1):
         value = quality * (1 - 0.5 ** epoch)
         time.sleep(epoch_s)
-        tune.report({"epoch": epoch, "metric": value, "best_metric": value})
+        tune.report({"epoch": epoch, "metric": value, "best_metric": value, "val_f1": value})
 
 
 def curve_trainable(epochs: int, stop_file: str, driver_pid: int, epoch_s: float = 0.0):

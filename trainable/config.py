@@ -19,7 +19,7 @@ PRIMARY_METRIC = {"span": "f1", "span_crf": "span_f1", "pair": "f1"}
 SELECTABLE_METRICS = {
     "span": ("f1", "exact", "HasAns_f1", "best_f1"),
     "span_crf": ("span_f1", "f1", "exact"),
-    "pair": ("f1", "own_top1", "own_mrr", "best_f1", "annotated_f1", "accuracy"),
+    "pair": ("f1", "own_top1", "own_mrr", "best_f1", "annotated_f1", "accuracy", "roc_auc", "pr_auc"),
 }
 RANK_METRICS = ("own_top1", "own_mrr")  # need every evidence sentence under all ten criteria
 
@@ -105,15 +105,20 @@ def metric_name(cfg) -> str:
 
 
 def validate_metric(cfg) -> None:
-    name, allowed = cfg.training.metric, SELECTABLE_METRICS[cfg.task]
+    check_metric_name(cfg, "training.metric", cfg.training.metric)
+
+
+def check_metric_name(cfg, key: str, name: str | None) -> None:
+    """``name`` (None: the default) is a validation metric of the task that ``key`` may rank by."""
+    allowed = SELECTABLE_METRICS[cfg.task]
     if name is None:
         return
     if name not in allowed:
-        raise ConfigError("training.metric", f"for task={cfg.task} must be one of {', '.join(allowed)}; got {name!r}")
+        raise ConfigError(key, f"for task={cfg.task} must be one of {', '.join(allowed)}; got {name!r}")
     if name in RANK_METRICS and cfg.features.eval_cross_negative_ratio != -1:
-        raise ConfigError("training.metric", f"{name} ranks each evidence sentence's criterion among all ten, so "
-                                             "it needs features.eval_cross_negative_ratio=-1; got "
-                                             f"{cfg.features.eval_cross_negative_ratio}")
+        raise ConfigError(key, f"{name} ranks each evidence sentence's criterion among all ten, so "
+                               "it needs features.eval_cross_negative_ratio=-1; got "
+                               f"{cfg.features.eval_cross_negative_ratio}")
 
 
 def check_device(t) -> None:

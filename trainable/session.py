@@ -20,7 +20,7 @@ TEST_METRICS = "test_metrics.json"  # the best checkpoint on the test split, aft
 # direction: what Tune, ASHA, Optuna and Ray Train's checkpoint scoring all sort by.
 METRIC, MODE = "metric", "max"
 # The best METRIC up to and including the epoch: the metric of the checkpoint the run keeps, what a sweep's
-# searcher learns and what ASHA compares at its rungs.
+# searcher learns.
 BEST_METRIC = "best_metric"
 CHECKPOINT_DIR = "checkpoint"
 

@@ -165,7 +165,7 @@ def test_numbers_lists_and_the_space_keep_yaml_types(key, text, expected):
 # Every optional field, with a value it accepts: ``null`` after it sets it back to None.
 NULLABLE = {
     SweepConfig: {"data.dir": "d", "data.split_ratios": "[0.5,0.25,0.25]", "training.dropout": "0.1",
-                  "resume": "r", "sweep.max_concurrent": "2", "sweep.startup_trials": "3",
+                  "resume": "r", "sweep.max_concurrent": "2", "sweep.startup_trials": "3", "sweep.rung_metric": "f1",
                   "sweep.two_stage": "on", "sweep.retrain_seeds": "1", "sweep.space_file": "s.yaml",
                   "sweep.storage": "sqlite:///s.db", "sweep.time_budget_s": "60",
                   "sweep.warm_start": "runs/old", "sweep.in_process": "true",

@@ -81,6 +81,18 @@ def test_a_completed_trial_says_why_it_stopped_once(events, tmp_path, capsys, la
     assert stop_reason_in_tensorboard(trial) == (reason, api_pb2.STATUS_SUCCESS)
 
 
+def test_a_trial_stopped_by_asha_says_the_rung_metric_it_was_compared_on(tmp_path, capsys):
+    cfg = parse_config(SweepConfig, [], "sweep.run", "")
+    events = TrialEvents(OmegaConf.to_container(cfg, resolve=True), tmp_path, "search", "f1", rung_label="roc_auc")
+    trial = make_trial(tmp_path, "g7", 2, best=0.0)
+    for epoch, auc in enumerate([0.71, 0.66], 1):  # the rung compares the best so far, 0.71
+        events.on_trial_result(0, [], trial, {"epoch": epoch, "metric": 0.0, "best_metric": 0.0, "val_roc_auc": auc})
+    (tmp_path / STOPS_FILE).write_text(json.dumps({"experiment": "search", "trial_id": "g7", "epoch": 2}) + "\n")
+    events.on_trial_complete(0, [], trial)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "search trial g7: stopped by ASHA after epoch 2/4 (roc_auc so far 0.7100, best f1 0.0000)")
+
+
 def test_the_loops_own_record_of_its_end_stands(events, tmp_path, capsys):
     trial = make_trial(tmp_path, "c3", 2)
     tb = TBLogger(str(Path(trial.path) / "tb"), {"training.epochs": 2})  # the loop ran 2 of its 2 epochs

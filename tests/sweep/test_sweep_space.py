@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from plumbing.cli import parse_config, save_config
 from plumbing.errors import ConfigError, UserError
-from sweep.config import SweepConfig, retrain_seed_count, two_stage_on, validate_sweep
+from sweep.config import SweepConfig, retrain_seed_count, rung_metric, two_stage_on, validate_sweep
 from sweep.run import load_config
 from sweep.searcher import make_searcher
 from sweep.space import (
@@ -121,11 +121,20 @@ def test_grace_period_beyond_the_epochs_is_rejected():
     ("sweep.reduction_factor=1", "sweep.reduction_factor"),
     ("sweep.num_samples=0", "sweep.num_samples"),
     ("sweep.time_budget_s=0", "sweep.time_budget_s"),
+    ("task=pair sweep.rung_metric=loss", "sweep.rung_metric"),  # not a pair metric that ranks (higher is better)
+    ("sweep.rung_metric=roc_auc task=span", "sweep.rung_metric"),
 ])
 def test_sweep_section_checks(override, key):
     with pytest.raises(ConfigError) as err:
-        validate_sweep(cfg_of(override))
+        validate_sweep(cfg_of(*override.split()))
     assert err.value.key == key
+
+
+def test_asha_ranks_pair_trials_by_roc_auc_and_span_trials_by_their_metric():
+    assert rung_metric(cfg_of("task=pair")) == "roc_auc"
+    assert rung_metric(cfg_of("task=pair", "sweep.rung_metric=best_f1")) == "best_f1"
+    assert rung_metric(cfg_of("task=span_crf")) == "span_f1"
+    assert rung_metric(cfg_of("task=span", "training.metric=exact")) == "exact"
 
 
 def test_post_search_extras_default_on_for_real_data_only(tmp_path):
