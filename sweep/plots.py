@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from sweep.trials import STOP_REASONS  # noqa: E402
+from trainable.stop_reason import STOP_REASONS  # noqa: E402
 
 HISTORY_PNG = "optimization_history.png"
 CURVES_PNG = "learning_curves.png"

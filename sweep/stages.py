@@ -32,8 +32,8 @@ from sweep.space import (
     space_to_json,
     variant_key,
 )
-from sweep.summary import best_checkpoint_of, search_trials
-from sweep.trials import best_trial, load_trials, tune_states
+from sweep.summary import search_trials
+from sweep.trials import best_checkpoint_of, best_trial, load_trials, tune_states
 from trainable.session import METRIC, MODE, TEST_METRICS
 
 

@@ -9,7 +9,6 @@ an object-storage URI (``s3://bucket/prefix``).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import statistics
 import tempfile
@@ -23,11 +22,11 @@ from plumbing import storage
 from plumbing.cli import CONFIG_FILE, typed
 from plumbing.errors import DataError, UserError
 from plumbing.jsonio import json_safe, write_json
-from sweep.layout import BEST_CHECKPOINT, RETRAIN, SEARCH_STAGES, SPACE_FILE, SUMMARY_FILE, TRAIN_RUN_NAME, TRIALS_FILE
+from sweep.layout import BEST_CHECKPOINT, RETRAIN, SEARCH_STAGES, SPACE_FILE, SUMMARY_FILE, TRIALS_FILE
 from sweep.output import fmt_value
 from sweep.schema import validate_summary
 from sweep.space import describe, space_from_json
-from sweep.trials import TrialRecord, best_trial, load_trials
+from sweep.trials import TrialRecord, best_checkpoint_of, best_trial, load_trials
 from trainable.session import METRIC, MODE, TEST_METRICS
 
 
@@ -57,31 +56,6 @@ def read_space(run_dir: str) -> dict[str, Any]:
 def search_trials(run_dir: str, cfg: Any) -> list[TrialRecord]:
     """Every search trial (stage 1, then stage 2), in creation order."""
     return [r for stage in SEARCH_STAGES for r in load_trials(run_dir, stage, cfg)]
-
-
-def best_checkpoint_of(record: TrialRecord) -> str | None:
-    """The trial's best checkpoint as Ray Train recorded it, or Tune for a trial that trained in its own
-    process (one kept per trial; the loop checkpoints only on improvement, so the latest is the best)."""
-    from ray.train import Result
-
-    train_dir = storage.join(record.path, TRAIN_RUN_NAME)
-    if not storage.exists(train_dir):
-        names = storage.list_dir(record.path) if storage.exists(record.path) else []
-        found = sorted(n for n in names if n.startswith("checkpoint_"))
-        return storage.join(record.path, found[-1]) if found else None
-    quiet = logging.getLogger("ray.train")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # from_path logs a paragraph about resuming per call
-    try:
-        ckpt = Result.from_path(*storage.for_ray(train_dir)).get_best_checkpoint(METRIC, MODE)
-    except (RuntimeError, ValueError, FileNotFoundError):
-        ckpt = None
-    finally:
-        quiet.setLevel(level)
-    if ckpt is not None:
-        return storage.join(train_dir, ckpt.path.rstrip("/").rsplit("/", 1)[-1])
-    found = sorted(n for n in storage.list_dir(train_dir) if n.startswith("checkpoint_"))
-    return storage.join(train_dir, found[-1]) if found else None
 
 
 def copy_best_checkpoint(run_dir: str, record: TrialRecord) -> str | None:

@@ -1,4 +1,5 @@
-"""Every trial of a sweep stage as one record, read through Tune's own ``ExperimentAnalysis``.
+"""Every trial of a sweep stage as one record, read through Tune's own ``ExperimentAnalysis``: the one
+reader of Ray's on-disk layout (experiment state, trial dirs, result rows, Ray Train's checkpoints).
 
 Tune's experiment state gives each trial's status, config, path and result rows (a DataFrame per
 trial). Two files of the trial's own complete what Tune cannot know after a stop and a resume:
@@ -20,11 +21,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from plumbing import storage
-from sweep.layout import ERROR_FILE, PARAMS_FILE, STOPS_FILE
-from trainable.session import METRIC, METRICS_FILE
-from trainable.tensorboard import ENDED_REASONS
+from sweep.layout import ERROR_FILE, PARAMS_FILE, STOPS_FILE, TRAIN_RUN_NAME
+from trainable.session import METRIC, METRICS_FILE, MODE
+from trainable.stop_reason import StopReason, classify
 
-STOP_REASONS = (*ENDED_REASONS, "unfinished")  # "unfinished": left running by an interrupted sweep
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b[^:]*:?")
 _SCALAR_PREFIXES = ("val_", "train_loss", "lr", "samples_per_s", "tokens_per_s")
 
@@ -35,7 +35,7 @@ class TrialRecord:
     experiment: str
     params: dict[str, Any]
     state: str
-    stop_reason: str  # one of STOP_REASONS
+    stop_reason: StopReason
     error: str | None
     epochs_run: int
     planned_epochs: int
@@ -161,31 +161,46 @@ def record(cfg: Any, experiment: str, trial_id: str, trial_dir: str, params: dic
 
 
 def stop_reason(state: str, history: pd.DataFrame, planned: int, stopped_at: int | None,
-                patience: int, error: str | None) -> str:
-    """Why a trial ended, in summary.json's vocabulary (STOP_REASONS)."""
-    if state == "ERROR" or (error and state != "TERMINATED"):
-        return "error"
-    epochs = int(history["epoch"].iloc[-1]) if not history.empty else 0
-    if epochs >= planned:
-        return "finished"
-    if state != "TERMINATED":
-        return "unfinished"
-    if stopped_at is not None:
-        return "asha"
+                patience: int, error: str | None) -> StopReason:
+    """Why a trial ended, from its Tune status and its epochs (the record's view, after the fact)."""
     metric = history[METRIC].fillna(-math.inf).tolist() if not history.empty else []
-    if patience and metric and len(metric) - 1 - metric.index(max(metric)) >= patience:
-        return "early_stop"
-    return "unfinished"
+    return classify(epochs=int(history["epoch"].iloc[-1]) if not history.empty else 0, planned=planned,
+                    errored=state == "ERROR" or bool(error and state != "TERMINATED"),
+                    running=state != "TERMINATED", scheduler_stopped=stopped_at is not None,
+                    early_stopped=bool(patience and metric
+                                       and len(metric) - 1 - metric.index(max(metric)) >= patience))
 
 
-def ended_reason(run_dir: str, experiment: str, trial_id: str, epochs: int, planned: int) -> str:
+def ended_reason(run_dir: str, experiment: str, trial_id: str, epochs: int, planned: int) -> StopReason:
     """How a trial Tune completed (not errored) ended, when it ends: it returns after its last epoch
     or on early stopping, or the scheduler stopped it (then scheduler_stops.jsonl says so)."""
-    if epochs >= planned:
-        return "finished"
-    if (experiment, trial_id) in read_stops(run_dir):
-        return "asha"
-    return "early_stop"
+    return classify(epochs=epochs, planned=planned,
+                    scheduler_stopped=epochs < planned and (experiment, trial_id) in read_stops(run_dir))
+
+
+def best_checkpoint_of(record: TrialRecord) -> str | None:
+    """The trial's best checkpoint as Ray Train recorded it, or Tune for a trial that trained in its own
+    process (one kept per trial; the loop checkpoints only on improvement, so the latest is the best)."""
+    from ray.train import Result
+
+    train_dir = storage.join(record.path, TRAIN_RUN_NAME)
+    if not storage.exists(train_dir):
+        names = storage.list_dir(record.path) if storage.exists(record.path) else []
+        found = sorted(n for n in names if n.startswith("checkpoint_"))
+        return storage.join(record.path, found[-1]) if found else None
+    quiet = logging.getLogger("ray.train")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # from_path logs a paragraph about resuming per call
+    try:
+        ckpt = Result.from_path(*storage.for_ray(train_dir)).get_best_checkpoint(METRIC, MODE)
+    except (RuntimeError, ValueError, FileNotFoundError):
+        ckpt = None
+    finally:
+        quiet.setLevel(level)
+    if ckpt is not None:
+        return storage.join(train_dir, ckpt.path.rstrip("/").rsplit("/", 1)[-1])
+    found = sorted(n for n in storage.list_dir(train_dir) if n.startswith("checkpoint_"))
+    return storage.join(train_dir, found[-1]) if found else None
 
 
 def read_error(trial_dir: str) -> str | None:

@@ -27,13 +27,11 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from plumbing import storage
+from trainable.stop_reason import ENDED_REASONS, classify
 
 TB_DIR = "tb"  # a run's TensorBoard directory, inside its out_dir (a sweep trial's directory)
 HPARAM_METRIC = "hparam/best_metric"
-STOP_REASON = "stop_reason"  # the HParams column; the values are summary.json's stop_reason ones
-# How a run ended: the one vocabulary of the HParams column, summary.json, the study and the plots
-# (a sweep's record adds "unfinished" for a trial an interrupted sweep left running)
-ENDED_REASONS = ("finished", "asha", "early_stop", "error")
+STOP_REASON = "stop_reason"  # the HParams column; its values are trainable.stop_reason's ENDED_REASONS
 
 
 def flat_hparams(config: dict, keys: tuple[str, ...] = ("task", "seed", "model", "features", "training")
@@ -167,7 +165,7 @@ class TBLogger:
             return
         if sys.exc_info()[0] is None and self.last_epoch is not None:
             planned = self.hparam_dict.get("training.epochs", self.last_epoch)
-            reason = "finished" if self.last_epoch >= planned else "early_stop"
+            reason = classify(epochs=self.last_epoch, planned=planned)
             for summary in end_summaries(self.hparam_dict, reason):
                 self.writer.file_writer.add_summary(summary)
         self.writer.close()
