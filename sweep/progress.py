@@ -9,7 +9,6 @@ not written it itself (``trainable.tensorboard.write_end`` keeps the first recor
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from plumbing import storage
 from sweep.config import EVENTS, train_dict
 from sweep.driver import trial_config, trial_dir_of
 from sweep.output import fmt_value
+from sweep.scheduler import keep_best
 from sweep.space import apply_params
 from sweep.trials import ended_reason, read_error
 from trainable.session import BEST_METRIC, METRIC
@@ -53,9 +53,7 @@ class TrialEvents(Callback):
         self.say(trial, f"started: {params}" if params else "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        value = result.get(f"val_{self.rung_label}")
-        if isinstance(value, int | float) and math.isfinite(value):
-            self.rung_best[trial.trial_id] = max(self.rung_best.get(trial.trial_id, -math.inf), value)
+        keep_best(self.rung_best, trial.trial_id, result.get(f"val_{self.rung_label}"))
         if "epoch" in result and METRIC in result:
             best = result.get(BEST_METRIC, result[METRIC])
             self.say(trial, f"epoch {result['epoch']}/{self.planned(trial)}: {self.metric_label} "

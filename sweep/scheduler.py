@@ -49,10 +49,7 @@ class SweepASHA(ASHAScheduler):
         """``result`` with the rung metric replaced by the trial's best so far (a missing or NaN epoch adds
         nothing). Replaced, not added under a key of its own: Tune checks that each reported result holds
         the scheduler's metric before the scheduler sees it."""
-        value = result.get(self.rung_key)
-        if isinstance(value, int | float) and math.isfinite(value):
-            self.best_so_far[trial_id] = max(self.best_so_far.get(trial_id, -math.inf), float(value))
-        best = self.best_so_far.get(trial_id)
+        best = keep_best(self.best_so_far, trial_id, result.get(self.rung_key))
         return result if best is None else {**result, self.rung_key: best}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
@@ -83,6 +80,13 @@ class SweepASHA(ASHAScheduler):
             ASHAScheduler.on_trial_result(self, None, trial, result)
         if ended and epochs:
             ASHAScheduler.on_trial_complete(self, None, trial, result)
+
+
+def keep_best(bests: dict[str, float], trial_id: str, value: Any) -> float | None:
+    """The trial's best so far in ``bests`` after ``value`` (a missing or NaN value adds nothing)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        bests[trial_id] = max(bests.get(trial_id, -math.inf), float(value))
+    return bests.get(trial_id)
 
 
 def recorded_trials(run_dir: str, experiment: str) -> list[tuple[str, list[dict[str, Any]], bool]]:
