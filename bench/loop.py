@@ -40,6 +40,7 @@ from trainable.config import TrainConfig
 from trainable.device import amp_dtype, autocast_context
 from trainable.loop import compile_model, task_model, train_loop
 from trainable.session import LocalSession
+from trainable.tensorboard import TB_DIR
 
 VAL_EXAMPLES = 16  # validation after each epoch is not timed; keep it short
 RATE_TAG = "train/epoch_samples_per_s"  # the loop's TensorBoard, per epoch
@@ -123,8 +124,8 @@ def reported_rates(tb_dir: Path) -> list[float]:
 
 def loop_rates(config: dict, fs: FeatureSet, out: Path) -> list[float]:
     """Per-epoch samples/s of ``train_loop`` in this process, as trainable.single runs it."""
-    train_loop({**config, "out_dir": str(out), "tb_dir": str(out / "tb")}, session=LocalSession(out), features=fs)
-    return reported_rates(out / "tb")
+    train_loop({**config, "out_dir": str(out)}, session=LocalSession(out), features=fs)
+    return reported_rates(out / TB_DIR)
 
 
 def _torch_threads() -> int:
@@ -145,13 +146,13 @@ def ray_rates(config: dict, fs: FeatureSet, out: Path, threads: int, gpus: int) 
     try:
         worker_threads = ray.get(ray.remote(_torch_threads).options(num_cpus=threads).remote())
         per_worker = {"CPU": threads, **({"GPU": 1} if gpus else {})}
-        trainer = build_trainer({**config, "out_dir": str(out), "tb_dir": str(out / "tb")}, ray.put(fs),
+        trainer = build_trainer({**config, "out_dir": str(out)}, ray.put(fs),
                                 num_workers=1, use_gpu=bool(gpus), resources_per_worker=per_worker,
                                 run_config=RunConfig(name="bench", storage_path=str(out / "storage")))
         result = trainer.fit()
         if result.error is not None:
             raise SystemExit(f"the TorchTrainer run failed: {result.error}")
-        return reported_rates(out / "tb"), worker_threads
+        return reported_rates(out / TB_DIR), worker_threads
     finally:
         ray.shutdown()
 

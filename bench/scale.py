@@ -1,7 +1,7 @@
 """The sweep's own cost as its trials grow: simulated trials through the project's stack beside bare Tune.
 
     python bench/scale.py [--trials 100,300,1000] [--concurrency 32] [--epochs 9] [--epoch-s 0.05]
-                          [--grace 2] [--no-fifo]
+                          [--grace 2] [--reduction-factor 2] [--arms project,bare,fifo]
 
 A simulated trial is a learning curve, one short sleep per epoch: its height depends on the config
 (lr against a best lr of 1e-3, a small batch-size effect), it saturates over the epochs, and seeded noise
@@ -15,8 +15,8 @@ measured is what runs around the trials. Each arm runs in a fresh process with a
   (``sweep.report.refresh``: summary, trials table, plots, study);
 - ``bare``: Tune alone with the same trials, concurrency, TPE (Ray's ``OptunaSearch``) and ASHA;
 - ``fifo``: the project with ``sweep.scheduler=fifo``, for the epochs ASHA saves and the best it keeps
-  (``--no-fifo`` leaves it out). Both ASHAs use ``--grace`` (the sweep's default, 2) and a reduction
-  factor of 2.
+  (``--arms`` picks which run; a figure of an arm left out prints as nan). Both ASHAs use ``--grace``
+  and ``--reduction-factor`` (the sweep's defaults, 2 and 2).
 
 Per N it prints wall time against the ideal (every epoch's sleep, C at a time), the driver's CPU time per
 trial for the project and bare Tune and their ratio (the overhead ratio), TPE's time per suggestion with
@@ -43,6 +43,8 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 SPACE = {"training.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1}, "training.batch_size": [16, 32]}
 NOISE = 0.02
+ARMS = ("project", "bare", "fifo")
+MISSING = dict.fromkeys(("epochs", "best", "best_height", "wall_s", "driver_cpu_s"), math.nan)
 
 
 def height(params: dict, epoch: int) -> float:
@@ -84,7 +86,8 @@ def bare_trial(config: dict, epochs: int, epoch_s: float) -> None:
         tune.report({"epoch": epoch, "metric": value, "best_metric": best})
 
 
-def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, scheduler: str, grace: int) -> dict:
+def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, scheduler: str, grace: int,
+                rf: int) -> dict:
     from ray import tune
 
     from plumbing.cli import parse_config, save_config
@@ -96,7 +99,8 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
 
     cfg = parse_config(SweepConfig, [f"out_dir={run_dir}", f"training.epochs={epochs}", "training.patience=0",
                                      f"sweep.num_samples={n}", f"sweep.scheduler={scheduler}", "sweep.verbose=1",
-                                     f"sweep.grace_period={grace}", "sweep.rung_metric=f1",
+                                     f"sweep.grace_period={grace}", f"sweep.reduction_factor={rf}",
+                                     "sweep.rung_metric=f1",
                                      "sweep.final_test=false"], "sweep.run", "")
     save_config(cfg, run_dir)
     dists = to_distributions(SPACE, cfg)
@@ -119,7 +123,7 @@ def run_project(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, sche
     return out
 
 
-def run_bare(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, grace: int) -> dict:
+def run_bare(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, grace: int, rf: int) -> dict:
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -132,7 +136,7 @@ def run_bare(run_dir: Path, n: int, c: int, epochs: int, epoch_s: float, grace: 
     tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
         search_alg=searcher, num_samples=n, max_concurrent_trials=c,
         scheduler=ASHAScheduler(time_attr="epoch", metric="best_metric", mode="max", max_t=epochs, grace_period=grace,
-                                reduction_factor=2)),
+                                reduction_factor=rf)),
         run_config=tune.RunConfig(storage_path=str(run_dir), name="bare", verbose=0))
     cpu, wall = time.process_time(), time.perf_counter()
     results = tuner.fit()
@@ -172,7 +176,7 @@ class _stdout:
         sys.stdout = self.saved
 
 
-def arm_main(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int) -> None:
+def arm_main(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int, rf: int) -> None:
     """One arm in this process: its figures as one JSON line on stdout."""
     import ray
 
@@ -182,17 +186,17 @@ def arm_main(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int) 
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         if arm == "bare":
-            out = run_bare(run_dir, n, c, epochs, epoch_s, grace)
+            out = run_bare(run_dir, n, c, epochs, epoch_s, grace, rf)
         else:
-            out = run_project(run_dir, n, c, epochs, epoch_s, "fifo" if arm == "fifo" else "asha", grace)
+            out = run_project(run_dir, n, c, epochs, epoch_s, "fifo" if arm == "fifo" else "asha", grace, rf)
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ray.shutdown()
     print(json.dumps(out), flush=True)
 
 
-def run_arm(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int) -> dict:
+def run_arm(arm: str, n: int, c: int, epochs: int, epoch_s: float, grace: int, rf: int) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--trials", str(n), "--concurrency", str(c),
-           "--epochs", str(epochs), "--epoch-s", str(epoch_s), "--grace", str(grace)]
+           "--epochs", str(epochs), "--epoch-s", str(epoch_s), "--grace", str(grace), "--reduction-factor", str(rf)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -207,24 +211,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=9, help="epochs of each simulated trial")
     ap.add_argument("--epoch-s", type=float, default=0.05, help="seconds each simulated epoch sleeps")
     ap.add_argument("--grace", type=int, default=2, help="ASHA's grace period, for both ASHAs")
-    ap.add_argument("--no-fifo", action="store_true", help="leave out the FIFO arm")
-    ap.add_argument("--arm", choices=("project", "bare", "fifo"), help=argparse.SUPPRESS)  # one arm's subprocess
-    return ap.parse_args(argv)
+    ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA's reduction factor, for both ASHAs")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run (project, bare, fifo)")
+    ap.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one arm's subprocess
+    a = ap.parse_args(argv)
+    unknown = set(a.arms.split(",")) - set(ARMS)
+    if unknown or "project" not in a.arms.split(","):
+        ap.error(f"--arms: the project arm and any of {', '.join(ARMS[1:])} (got {a.arms})")
+    return a
 
 
 def main(argv: list[str]) -> None:
     a = parse(argv)
     sizes = [int(x) for x in a.trials.split(",")]
-    c, epochs, epoch_s, grace, fifo = a.concurrency, a.epochs, a.epoch_s, a.grace, not a.no_fifo
+    c, epochs, epoch_s, grace, rf = a.concurrency, a.epochs, a.epoch_s, a.grace, a.reduction_factor
     if a.arm:
-        return arm_main(a.arm, sizes[0], c, epochs, epoch_s, grace)
+        return arm_main(a.arm, sizes[0], c, epochs, epoch_s, grace, rf)
     print(f"{'N':>5} {'wall s':>7} {'ideal s':>7} {'bare wall':>9} {'driver ms/trial':>15} {'bare ms/trial':>13} "
           f"{'overhead':>8} {'TPE ms':>6} {'record s':>8} {'MB':>6} {'files/trial':>11} {'peak MB':>7} "
           f"{'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9} {'height ASHA':>11} {'height FIFO':>11}")
     for n in sizes:
-        p, b = (run_arm(a, n, c, epochs, epoch_s, grace) for a in ("project", "bare"))
-        skipped = dict.fromkeys(("epochs", "best", "best_height"), math.nan)
-        f = run_arm("fifo", n, c, epochs, epoch_s, grace) if fifo else skipped
+        p, b, f = (run_arm(arm, n, c, epochs, epoch_s, grace, rf) if arm in a.arms.split(",") else MISSING
+                   for arm in ARMS)
         ideal = p["epochs"] * epoch_s / c
         print(f"{n:>5} {p['wall_s']:>7.1f} {ideal:>7.1f} {b['wall_s']:>9.1f} {1000 * p['driver_cpu_s'] / n:>15.1f} "
               f"{1000 * b['driver_cpu_s'] / n:>13.1f} {p['driver_cpu_s'] / b['driver_cpu_s']:>8.2f} "

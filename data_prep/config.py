@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import MISSING  # noqa: F401  (re-exported for config modules)
+from omegaconf import MISSING, DictConfig  # noqa: F401  (re-exported for config modules)
 
 from plumbing.errors import ConfigError
 
@@ -98,7 +98,7 @@ class PrepConfig:
     model: ModelConfig = doc("encoder (its tokenizer is used for features)", factory=ModelConfig)
 
 
-def split_ratios(cfg) -> list[float]:
+def split_ratios(cfg: DictConfig) -> list[float]:
     """The split ratios in force: the configured ones or the task's default."""
     ratios = cfg.data.split_ratios
     return list(ratios) if ratios is not None else list(DEFAULT_SPLITS[cfg.task])
@@ -109,7 +109,7 @@ def _one_of(key: str, value, allowed) -> None:
         raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def validate_prep(cfg) -> None:
+def validate_prep(cfg: DictConfig) -> None:
     """Range and consistency checks that OmegaConf's types cannot express."""
     _one_of("task", cfg.task, TASKS)
     _one_of("data.name", cfg.data.name, DATASETS)

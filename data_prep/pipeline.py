@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from data_prep.align import align_annotations, rule_counts, unaligned_ids
 from data_prep.cache import cache_key, entry_path, fingerprint_files
@@ -41,7 +41,7 @@ class Source:
     manifest: dict[str, list[str]]
 
 
-def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
+def prepare_features(cfg: DictConfig, verbose: bool = True) -> FeatureSet:
     """Build (or read from the cache) the features ``cfg`` asks for.
 
     A cache hit neither aligns nor splits the corpus: the key needs only the raw files' bytes (and a
@@ -75,7 +75,7 @@ def prepare_features(cfg: Any, verbose: bool = True) -> FeatureSet:
     return fs
 
 
-def source_files(cfg: Any) -> list[Path]:
+def source_files(cfg: DictConfig) -> list[Path]:
     """The raw files the source is read from (what the cache key fingerprints), found without reading
     them; ones that do not exist are left for ``load_source`` to report."""
     if cfg.data.name == "squad_v2":
@@ -84,7 +84,7 @@ def source_files(cfg: Any) -> list[Path]:
     return sorted(_redsm5_dir(cfg).glob("redsm5_*"))
 
 
-def source_texts(cfg: Any) -> list[str]:
+def source_texts(cfg: DictConfig) -> list[str]:
     """Every context of the source (what a built-in model is trained on and named after), without
     aligning or splitting a ReDSM5 corpus."""
     if cfg.data.name == "squad_v2":
@@ -96,7 +96,7 @@ def _post_texts(corpus: Corpus) -> list[str]:
     return list({p.post_id: p.text for p in corpus.posts}.values())
 
 
-def _redsm5_dir(cfg: Any) -> Path:
+def _redsm5_dir(cfg: DictConfig) -> Path:
     """The ReDSM5-shaped folder: data.dir, or the demo corpus (written on first use)."""
     directory = Path(cfg.data.dir) if cfg.data.dir else None
     if cfg.data.name == "demo":
@@ -104,7 +104,7 @@ def _redsm5_dir(cfg: Any) -> Path:
     return directory
 
 
-def feature_settings(cfg: Any) -> dict[str, Any]:
+def feature_settings(cfg: DictConfig) -> dict[str, Any]:
     """Everything besides the data and tokenizer that changes the features (the cache key)."""
     return {
         "data": {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k != "dir"},
@@ -113,13 +113,13 @@ def feature_settings(cfg: Any) -> dict[str, Any]:
     }
 
 
-def load_source(cfg: Any) -> Source:
+def load_source(cfg: DictConfig) -> Source:
     if cfg.data.name == "squad_v2":
         return _squad_source(cfg)
     return _redsm5_source(cfg, load_redsm5(_redsm5_dir(cfg)))
 
 
-def _redsm5_source(cfg: Any, corpus: Corpus) -> Source:
+def _redsm5_source(cfg: DictConfig, corpus: Corpus) -> Source:
     posts = {p.post_id: p.text for p in corpus.posts}
     alignments = align_annotations(posts, corpus.annotations, cfg.data.sentence_threshold,
                                    cfg.data.fuzzy_threshold)
@@ -142,7 +142,7 @@ def _redsm5_source(cfg: Any, corpus: Corpus) -> Source:
     return Source(examples, _post_texts(corpus), source_files(cfg), report, manifest)
 
 
-def _squad_source(cfg: Any) -> Source:
+def _squad_source(cfg: DictConfig) -> Source:
     loaded = load_squad_v2(cfg.data.dir)
     train_pool = loaded["train"]
     ratios = split_ratios(cfg)
@@ -170,13 +170,13 @@ def _by_split(examples: Sequence, manifest: Mapping[str, list[str]], group=lambd
     return out
 
 
-def _cross_negatives(annotations: list[Annotation], split: str, cfg: Any) -> list[CrossPair]:
+def _cross_negatives(annotations: list[Annotation], split: str, cfg: DictConfig) -> list[CrossPair]:
     f = cfg.features
     ratio = f.cross_negative_ratio if split == "train" else f.eval_cross_negative_ratio
     return cross_negatives(annotations, ratio, cfg.data.split_seed)
 
 
-def _keep_no_answer(examples: list[QAExample], split: str, cfg: Any, hard: set[str],
+def _keep_no_answer(examples: list[QAExample], split: str, cfg: DictConfig, hard: set[str],
                     report: DataReport) -> list[QAExample]:
     f = cfg.features
     ratio = f.no_answer_ratio if split == "train" else f.eval_no_answer_ratio
@@ -186,7 +186,7 @@ def _keep_no_answer(examples: list[QAExample], split: str, cfg: Any, hard: set[s
     return kept
 
 
-def _corpus_report(cfg: Any, corpus: Corpus, alignments: list[Alignment]) -> DataReport:
+def _corpus_report(cfg: DictConfig, corpus: Corpus, alignments: list[Alignment]) -> DataReport:
     per_symptom: dict[str, Counter] = {}
     for a in corpus.annotations:
         per_symptom.setdefault(a.symptom, Counter())[str(a.status)] += 1
@@ -202,7 +202,7 @@ def _corpus_report(cfg: Any, corpus: Corpus, alignments: list[Alignment]) -> Dat
     )
 
 
-def featurize_source(source: Source, cfg: Any, tokenizer: Any) -> FeatureSet:
+def featurize_source(source: Source, cfg: DictConfig, tokenizer: Any) -> FeatureSet:
     f = cfg.features
     features, examples = {}, {}
     for split in SPLITS:

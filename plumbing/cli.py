@@ -131,7 +131,7 @@ def parse_config(
         raise UserError(f"bad override: {str(e).splitlines()[0]}") from None
 
 
-def save_config(cfg: Any, out_dir: str | Path) -> str:
+def save_config(cfg: DictConfig, out_dir: str | Path) -> str:
     """Write the resolved config next to the outputs it produced (a directory or a URI); its path."""
     path = storage.join(str(out_dir), CONFIG_FILE)
     storage.write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

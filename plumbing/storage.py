@@ -119,18 +119,6 @@ def for_ray(path: PathLike) -> tuple[str, pafs.FileSystem | None]:
     return fs_path, fs
 
 
-def check(path: PathLike) -> None:
-    """Fail now, with a UserError that says what to set, if ``path``'s storage cannot be used.
-
-    For a URI: the endpoint answers, the credentials are accepted and the bucket exists (one request).
-    Call it before starting work whose results would otherwise fail to save at the end.
-    """
-    fs, fs_path = resolve(path)
-    if isinstance(fs, pafs.S3FileSystem):
-        with _storage_errors(path):
-            _require_bucket(fs, fs_path, str(path))
-
-
 def exists(path: PathLike) -> bool:
     """A file or directory (on S3: an object, or a prefix with objects under it) is there."""
     fs, fs_path = resolve(path)

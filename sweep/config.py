@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from data_prep.config import DataConfig, FeaturesConfig, doc
 from plumbing.errors import ConfigError
@@ -130,11 +130,11 @@ class SweepConfig(TrainConfig):
     tracking: TrackingSection = doc("optional experiment tracking (MLflow)", factory=TrackingSection)
 
 
-def is_real_run(cfg: Any) -> bool:
+def is_real_run(cfg: DictConfig) -> bool:
     return cfg.data.name in REAL_DATASETS
 
 
-def in_process_on(cfg: Any, address: str) -> bool:
+def in_process_on(cfg: DictConfig, address: str) -> bool:
     """``sweep.in_process``, or by default: one worker per trial on a Ray this sweep started (``address``
     is what ``sweep.resources.connect`` returned). A resumed run dir saved without it (an older version)
     keeps its trials' Ray Train runs, which hold their checkpoints."""
@@ -143,17 +143,17 @@ def in_process_on(cfg: Any, address: str) -> bool:
     return cfg.sweep.workers_per_trial == 1 and address == "local" and not cfg.resume
 
 
-def two_stage_on(cfg: Any) -> bool:
+def two_stage_on(cfg: DictConfig) -> bool:
     return is_real_run(cfg) if cfg.sweep.two_stage is None else bool(cfg.sweep.two_stage)
 
 
-def retrain_seed_count(cfg: Any) -> int:
+def retrain_seed_count(cfg: DictConfig) -> int:
     if cfg.sweep.retrain_seeds is None:
         return DEFAULT_RETRAIN_SEEDS if is_real_run(cfg) else 0
     return cfg.sweep.retrain_seeds
 
 
-def startup_trials(cfg: Any, categorical_combinations: int = 1) -> int:
+def startup_trials(cfg: DictConfig, categorical_combinations: int = 1) -> int:
     """Random trials before TPE: enough to see each combination of the categorical choices once (TPE
     otherwise stays on the combinations of its first trials) and a third of the budget."""
     if cfg.sweep.startup_trials is not None:
@@ -161,12 +161,12 @@ def startup_trials(cfg: Any, categorical_combinations: int = 1) -> int:
     return min(10, max(3, categorical_combinations, cfg.sweep.num_samples // 3))
 
 
-def rung_metric(cfg: Any) -> str:
+def rung_metric(cfg: DictConfig) -> str:
     """The validation metric ASHA's rungs compare (as its best so far): sweep.rung_metric or the task's."""
     return cfg.sweep.rung_metric or RUNG_METRIC.get(cfg.task) or metric_name(cfg)
 
 
-def validate_sweep(cfg: Any) -> None:
+def validate_sweep(cfg: DictConfig) -> None:
     """Checks of the sweep section (the space is checked by ``sweep.space``)."""
     validate_train(cfg, check_hardware=False)
     s = cfg.sweep
@@ -247,7 +247,7 @@ def validate_tracking(t: Any, out_dir: str = "") -> None:
         raise ConfigError("tracking.experiment", "is empty; give a name, or leave it unset for out_dir's name")
 
 
-def train_dict(cfg: Any) -> dict[str, Any]:
+def train_dict(cfg: DictConfig) -> dict[str, Any]:
     """The resolved ``TrainConfig`` part of a sweep config, as the train loop takes it."""
     full = OmegaConf.to_container(cfg, resolve=True)
     keys = {f.name for f in fields(TrainConfig)}  # the dataclass's own: a structured config costs ~10 ms

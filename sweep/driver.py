@@ -27,6 +27,8 @@ import json
 import threading
 from typing import Any
 
+from omegaconf import DictConfig
+
 from plumbing import storage
 from plumbing.cli import typed
 from plumbing.errors import UserError
@@ -36,7 +38,6 @@ from sweep.layout import DONE_FILE, FAILURE_FILE, PARAMS_FILE, TRAIN_RUN_NAME
 from sweep.resources import PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.space import apply_params, variant_key
 from trainable.session import METRIC, MODE
-from trainable.tensorboard import TB_DIR
 
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1}  # {"cpu": 0} alone is rejected by Tune (Ray 2.60)
 WATCH_S = 5.0  # how often a driver checks that the alive nodes can hold its worker group
@@ -47,9 +48,9 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]):
     return apply_params(typed(SweepConfig, base), params)
 
 
-def loop_config(cfg, trial_dir: str) -> dict[str, Any]:
-    """What ``trainable.loop.train_loop`` takes: the TrainConfig dict plus where TensorBoard goes."""
-    return {**train_dict(cfg), "out_dir": trial_dir, "tb_dir": storage.join(trial_dir, TB_DIR)}
+def loop_config(cfg: DictConfig, trial_dir: str) -> dict[str, Any]:
+    """What ``trainable.loop.train_loop`` takes: the trial's TrainConfig as a dict, in the trial's directory."""
+    return {**train_dict(cfg), "out_dir": trial_dir}
 
 
 def train_run_config(trial_dir: str, max_failures: int, verbose: int = 1):
@@ -78,7 +79,7 @@ def trial_dir_of(run_dir: str, trial_storage: Any) -> str:
 
 
 def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """``config``: the trial's params (dotted keys); ``setup``: base config, feature refs, resources.
+    """``config``: the trial's params (dotted keys); ``setup``: the sweep's config and feature refs.
 
     ``setup["refs"]`` maps feature-variant names to ObjectRefs (inside a dict, so Tune never
     resolves them); ``build_trainer`` hands the chosen one to the workers wrapped again.
@@ -97,19 +98,17 @@ def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
         return
     failure = storage.join(trial_dir, FAILURE_FILE)
     repeat_failure(failure)
-    res = setup["resources"]
-    if res.get("in_process"):
+    if cfg.sweep.in_process:
         write_json(done, train_here(cfg, trial_dir, setup["refs"][variant_key(params)], failure))
         return
+    req = TrialResources.from_config(cfg)
     trainer = build_trainer(
         loop_config(cfg, trial_dir), setup["refs"][variant_key(params)],
-        num_workers=res["workers"], use_gpu=res["gpus_per_worker"] > 0,
-        resources_per_worker=res["per_worker"],
+        num_workers=req.workers, use_gpu=req.gpus_per_worker > 0, resources_per_worker=req.per_worker(),
         run_config=train_run_config(trial_dir, int(cfg.sweep.max_failures), int(cfg.sweep.verbose)))
     storage.delete_file(storage.join(trial_dir, USER_ERROR_FILE))  # from an earlier attempt of this trial
     try:
-        result = fit_watched(trainer, PlacementWatch(TrialResources.from_config(cfg),
-                                                     float(cfg.sweep.unplaceable_timeout_s)))
+        result = fit_watched(trainer, PlacementWatch(req, float(cfg.sweep.unplaceable_timeout_s)))
         raise_user_error(trial_dir)  # the trial errors at once: retrying would repeat it
     except Exception as e:
         record_failure(failure, e)
@@ -118,7 +117,7 @@ def driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
     write_json(done, final)
 
 
-def train_here(cfg, trial_dir: str, features_ref: Any, failure: str) -> dict[str, Any]:
+def train_here(cfg: DictConfig, trial_dir: str, features_ref: Any, failure: str) -> dict[str, Any]:
     """The loop in this process, reporting to Tune (``TuneSession``): no Train controller, placement group
     or worker process to start, so the trial's first epoch begins seconds sooner. Tune's retries
     (``tune.FailureConfig``) stand in for Ray Train's and resume from Tune's latest checkpoint; only a

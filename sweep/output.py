@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from omegaconf import DictConfig
+
 from sweep.config import EVENTS, RAY_OUTPUT
 
 
@@ -22,7 +24,7 @@ def fmt_value(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def info(cfg, message: str) -> None:
+def info(cfg: DictConfig, message: str) -> None:
     """A line of the sweep's own progress, shown from sweep.verbose=1."""
     if cfg.sweep.verbose >= EVENTS:
         print(message, flush=True)

@@ -22,7 +22,7 @@ from sweep.output import fmt_value
 from sweep.scheduler import keep_best
 from sweep.space import apply_params
 from sweep.trials import ended_reason, read_error
-from trainable.session import BEST_METRIC, METRIC
+from trainable.session import BEST_METRIC, METRIC, val_key
 from trainable.tensorboard import TB_DIR, flat_hparams, write_end
 
 
@@ -53,7 +53,8 @@ class TrialEvents(Callback):
         self.say(trial, f"started: {params}" if params else "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        keep_best(self.rung_best, trial.trial_id, result.get(f"val_{self.rung_label}"))
+        if self.rung_label:
+            keep_best(self.rung_best, trial.trial_id, result.get(val_key(self.rung_label)))
         if "epoch" in result and METRIC in result:
             best = result.get(BEST_METRIC, result[METRIC])
             self.say(trial, f"epoch {result['epoch']}/{self.planned(trial)}: {self.metric_label} "

@@ -20,8 +20,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
+
+from omegaconf import DictConfig
 
 from plumbing.errors import ConfigError, UserError
 
@@ -55,7 +56,7 @@ class TrialResources:
     gpus_per_worker: float
 
     @classmethod
-    def from_config(cls, cfg: Any) -> TrialResources:
+    def from_config(cls, cfg: DictConfig) -> TrialResources:
         s = cfg.sweep
         return cls(int(s.workers_per_trial), float(s.cpus_per_worker), float(s.gpus_per_worker))
 
@@ -253,7 +254,7 @@ def plan_concurrency(nodes: Sequence[Node], req: TrialResources, num_samples: in
     return max(1, min(groups, num_samples))
 
 
-def cluster_plan(cfg: Any, num_samples: int) -> tuple[int, str]:
+def cluster_plan(cfg: DictConfig, num_samples: int) -> tuple[int, str]:
     """Concurrency for a sweep on the connected cluster, and the cluster's description."""
     nodes = alive_nodes()
     req = TrialResources.from_config(cfg)

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import DictConfig
+
 from plumbing import storage
 from plumbing.cli import CONFIG_FILE, parse_config, run_cli, save_config
 from plumbing.errors import UserError
@@ -44,11 +46,6 @@ trial event and the final leaderboard (sweep.verbose=0: the leaderboard only; 2:
 """
 
 
-def load_config(argv: list[str]):
-    """The validated config (the saved one when resuming) and its search space."""
-    return checked_config(parse_config(SweepConfig, argv, "sweep.run", DESCRIPTION))
-
-
 @dataclass
 class Prepared:
     run_dir: str
@@ -56,7 +53,7 @@ class Prepared:
     shared: Shared
 
 
-def prepare_run(cfg, dists) -> Prepared:
+def prepare_run(cfg: DictConfig, dists) -> Prepared:
     """Connect, check the cluster can hold a trial, save the config, share every feature variant."""
     started = time.time()
     run_dir = cfg.out_dir = storage.absolute(cfg.out_dir)
@@ -78,14 +75,14 @@ def prepare_run(cfg, dists) -> Prepared:
     return Prepared(run_dir, concurrency, shared)
 
 
-def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
+def execute(cfg: DictConfig, dists, prepared: Prepared) -> dict[str, Any]:
     """Search (and the extras that are on), then the summary; returns it."""
     from sweep.report import refresh
     from sweep.summary import write_summary
     from sweep.tracking import record_best
 
     run_dir, concurrency = prepared.run_dir, prepared.concurrency
-    trainable = trainable_for(cfg, prepared.shared, in_process=bool(cfg.sweep.in_process))
+    trainable = trainable_for(cfg, prepared.shared)
     search(cfg, run_dir, dists, trainable, concurrency)
     if two_stage_on(cfg):
         second_stage(cfg, run_dir, dists, trainable, concurrency)
@@ -101,7 +98,7 @@ def execute(cfg, dists, prepared: Prepared) -> dict[str, Any]:
     return summary
 
 
-def run(cfg, dists) -> dict[str, Any]:
+def run(cfg: DictConfig, dists) -> dict[str, Any]:
     """The whole sweep for a validated config; returns the summary."""
     return execute(cfg, dists, prepare_run(cfg, dists))
 
@@ -153,7 +150,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
-def stop_words(cfg, stop: StopSignals) -> str:
+def stop_words(cfg: DictConfig, stop: StopSignals) -> str:
     """What ended a sweep early, for its message: its own time budget or an operator's signal."""
     return f"time budget of {cfg.sweep.time_budget_s:g} s spent" if stop.budget_spent else "interrupted"
 

@@ -21,11 +21,12 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+from omegaconf import DictConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from plumbing import storage
 from sweep.config import rung_metric
-from trainable.session import MODE
+from trainable.session import MODE, val_key
 
 
 class SweepASHA(ASHAScheduler):
@@ -100,9 +101,9 @@ def recorded_trials(run_dir: str, experiment: str) -> list[tuple[str, list[dict[
             for r in load_trials(run_dir, experiment, sweep_config(run_dir))]
 
 
-def make_scheduler(cfg: Any, run_dir: str, experiment: str, max_t: int, stops_path: str):
+def make_scheduler(cfg: DictConfig, run_dir: str, experiment: str, max_t: int, stops_path: str):
     """ASHA (``sweep.scheduler=asha``) or FIFO (every trial to its end)."""
     if cfg.sweep.scheduler == "fifo":
         return FIFOScheduler()
-    return SweepASHA(run_dir, experiment, stops_path, rung_key=f"val_{rung_metric(cfg)}", max_t=max_t,
+    return SweepASHA(run_dir, experiment, stops_path, rung_key=val_key(rung_metric(cfg)), max_t=max_t,
                      grace_period=cfg.sweep.grace_period, reduction_factor=cfg.sweep.reduction_factor)

@@ -4,7 +4,7 @@ trials run in Ray's working directories and on other nodes."""
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from plumbing import storage
 from plumbing.cli import absolute
@@ -15,7 +15,7 @@ from sweep.space import check_space, nested_space, resolve_space, to_distributio
 from sweep.summary import sweep_config
 
 
-def checked_config(cfg):
+def checked_config(cfg: DictConfig):
     """A parsed command line's validated config (the saved one when resuming) and its search space."""
     if cfg.resume:
         cfg = resumed_config(cfg)
@@ -37,7 +37,7 @@ def checked_config(cfg):
     return cfg, dists
 
 
-def absolute_paths(cfg) -> None:
+def absolute_paths(cfg: DictConfig) -> None:
     """Trials run in Ray's own working directories (and on other nodes): relative paths would
     point elsewhere there, so every path in the config is made absolute here, once."""
     cfg.out_dir = storage.absolute(cfg.out_dir)  # a URI (s3://bucket/prefix) stays as it is
@@ -47,7 +47,7 @@ def absolute_paths(cfg) -> None:
     cfg.tracking.tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.out_dir)
 
 
-def run_dir_of(cfg) -> str:
+def run_dir_of(cfg: DictConfig) -> str:
     """The run directory a command line names (resume=DIR, else out_dir), absolute: the cwd of the
     command, not of Ray's workers."""
     resume = cfg.resume and str(cfg.resume).lower() not in ("true", "yes", "1")
@@ -55,7 +55,7 @@ def run_dir_of(cfg) -> str:
     return storage.absolute(given)
 
 
-def resumed_config(cfg):
+def resumed_config(cfg: DictConfig):
     """The run's saved config; an override that contradicts it is an error, not a silent change."""
     run_dir = run_dir_of(cfg)
     saved = sweep_config(run_dir)

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import DictConfig
+
 from plumbing.errors import ConfigError
 from sweep.output import quiet_bars
 from sweep.space import apply_params, variant_key
@@ -22,7 +24,7 @@ class Shared:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
-def share_features(cfg, variants: list[dict[str, Any]]) -> Shared:
+def share_features(cfg: DictConfig, variants: list[dict[str, Any]]) -> Shared:
     """Prepare each feature variant once (through data_prep's cache) and put it in the object store."""
     import ray
 

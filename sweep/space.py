@@ -53,7 +53,7 @@ def load_space_file(path: str | Path) -> SpecDict:
     return loaded
 
 
-def resolve_space(cfg: Any, keep_removed: bool = False) -> SpecDict:
+def resolve_space(cfg: DictConfig, keep_removed: bool = False) -> SpecDict:
     """The space in force: the task's file (or sweep.space_file) with sweep.space overrides on top.
 
     Returns specs keyed by dotted config key; a key overridden with null is not searched (and is
@@ -122,7 +122,7 @@ def _flatten_specs(nested: SpecDict, prefix: str = "") -> SpecDict:
     return out
 
 
-def to_distributions(space: Mapping[str, Any], cfg: Any) -> dict[str, BaseDistribution]:
+def to_distributions(space: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDistribution]:
     """Parse and check every spec; keys must be searchable leaves of the config."""
     dists = {}
     for key, spec in space.items():
@@ -131,7 +131,7 @@ def to_distributions(space: Mapping[str, Any], cfg: Any) -> dict[str, BaseDistri
     return dists
 
 
-def _check_key(key: str, cfg: Any) -> None:
+def _check_key(key: str, cfg: DictConfig) -> None:
     if not key.startswith(SEARCHABLE):
         raise ConfigError(f"sweep.space.{key}", "only training.* and features.* keys (and augment.*) "
                                                 "can be searched (one sweep uses one dataset and one model)")
@@ -179,7 +179,7 @@ def candidates(dist: BaseDistribution) -> list[Any]:
     return [dist.low, dist.high]
 
 
-def apply_params(cfg: Any, params: Mapping[str, Any]) -> DictConfig:
+def apply_params(cfg: DictConfig, params: Mapping[str, Any]) -> DictConfig:
     """A copy of ``cfg`` with each dotted key set to the proposed value (type-checked by the schema)."""
     out = copy.deepcopy(cfg) if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     for key, value in params.items():
@@ -187,7 +187,7 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> DictConfig:
     return out
 
 
-def check_space(cfg: Any, dists: Mapping[str, BaseDistribution]) -> None:
+def check_space(cfg: DictConfig, dists: Mapping[str, BaseDistribution]) -> None:
     """Every feature combination, and every bound of every other parameter, passes validation."""
     others = {k: d for k, d in dists.items() if not k.startswith("features.")}
     for variant in feature_variants(dists):
@@ -206,7 +206,7 @@ def check_space(cfg: Any, dists: Mapping[str, BaseDistribution]) -> None:
                                                 f"got {cfg.sweep.grace_period}")
 
 
-def max_epochs(cfg: Any, dists: Mapping[str, BaseDistribution]) -> int:
+def max_epochs(cfg: DictConfig, dists: Mapping[str, BaseDistribution]) -> int:
     """ASHA's max_t: the most epochs any proposed config trains for."""
     d = dists.get("training.epochs")
     return int(max(candidates(d))) if d is not None else int(cfg.training.epochs)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from plumbing import storage
 from plumbing.cli import typed
@@ -37,7 +37,7 @@ from sweep.trials import best_checkpoint_of, best_trial, load_trials, tune_state
 from trainable.session import METRIC, MODE, TEST_METRICS
 
 
-def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int):
+def searcher_for(cfg: DictConfig, run_dir: str, stage: str, dists, seed: int, n_startup: int):
     """The stage's searcher over its study in Optuna storage (``sweep.searcher``, ``sweep.storage``)."""
     from sweep.layout import STUDY_FILE
     from sweep.searcher import StudyLabels, check_new_study, fetch_mirror, make_searcher, storage_url
@@ -61,7 +61,7 @@ def searcher_for(cfg, run_dir: str, stage: str, dists, seed: int, n_startup: int
     return searcher
 
 
-def scheduler_for(cfg, run_dir: str, stage: str, dists):
+def scheduler_for(cfg: DictConfig, run_dir: str, stage: str, dists):
     from sweep.scheduler import make_scheduler  # Ray is imported after sweep.output.quiet_ray
 
     return make_scheduler(cfg, run_dir, stage, max_epochs(cfg, dists), storage.join(run_dir, STOPS_FILE))
@@ -92,21 +92,19 @@ def update_timings(run_dir: str, keep: bool = False, **values: float) -> None:
     write_json(path, timings)
 
 
-def trainable_for(cfg, shared: Shared, in_process: bool = False):
-    """Each trial's driver: with ``in_process`` (one worker) it trains itself and holds the worker's
+def trainable_for(cfg: DictConfig, shared: Shared):
+    """Each trial's driver: with ``sweep.in_process`` (one worker) it trains itself and holds the worker's
     resources, else it holds none and starts a Ray Train worker group (``sweep.driver``)."""
     from ray import tune
 
-    req = TrialResources.from_config(cfg)
-    setup = {"base": OmegaConf.to_container(cfg, resolve=True), "refs": shared.refs,
-             "resources": {"workers": req.workers, "gpus_per_worker": req.gpus_per_worker,
-                           "per_worker": req.per_worker(), "in_process": in_process}}
-    resources = {**DRIVER_RESOURCES, **{k.lower(): v for k, v in req.per_worker().items()}} if in_process \
+    setup = {"base": OmegaConf.to_container(cfg, resolve=True), "refs": shared.refs}
+    per_worker = TrialResources.from_config(cfg).per_worker()
+    resources = {**DRIVER_RESOURCES, **{k.lower(): v for k, v in per_worker.items()}} if cfg.sweep.in_process \
         else DRIVER_RESOURCES
     return tune.with_resources(tune.with_parameters(driver, setup=setup), resources)
 
 
-def run_stage(cfg, run_dir: str, name: str, trainable, *, concurrency: int, num_samples: int = 1,
+def run_stage(cfg: DictConfig, run_dir: str, name: str, trainable, *, concurrency: int, num_samples: int = 1,
               searcher=None, scheduler=None, param_space: dict | None = None) -> None:
     """One Tune experiment under run_dir/name; continues it when it already exists (``searcher`` makes
     the searcher of a new one; a restored experiment brings its own back)."""
@@ -161,14 +159,14 @@ class Interrupted(Exception):
     """The sweep stopped before its trials did (Ctrl-C, SIGTERM); resume it."""
 
 
-def search(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
+def search(cfg: DictConfig, run_dir: str, dists, trainable, concurrency: int) -> None:
     run_stage(cfg, run_dir, STAGE1, trainable, concurrency=concurrency, num_samples=cfg.sweep.num_samples,
               searcher=lambda: searcher_for(cfg, run_dir, STAGE1, dists, cfg.seed,
                                             startup_trials(cfg, combinations(dists))),
               scheduler=scheduler_for(cfg, run_dir, STAGE1, dists))
 
 
-def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
+def second_stage(cfg: DictConfig, run_dir: str, dists, trainable, concurrency: int) -> None:
     """Narrow the space around stage 1's top-k configs and search it again (seed + 1)."""
     path = storage.join(run_dir, STAGE2_SPACE_FILE)
     if storage.exists(path):  # resumed: the narrowed space was fixed when stage 2 began
@@ -186,7 +184,7 @@ def second_stage(cfg, run_dir: str, dists, trainable, concurrency: int) -> None:
               scheduler=scheduler_for(cfg, run_dir, STAGE2, narrowed))
 
 
-def retrain(cfg, run_dir: str, params: dict[str, Any], trainable, concurrency: int) -> None:
+def retrain(cfg: DictConfig, run_dir: str, params: dict[str, Any], trainable, concurrency: int) -> None:
     """The best config again with fresh seeds, every run to the end (FIFO)."""
     from ray import tune
 
@@ -196,7 +194,7 @@ def retrain(cfg, run_dir: str, params: dict[str, Any], trainable, concurrency: i
               num_samples=1, param_space=space)
 
 
-def final_test(cfg, run_dir: str, shared: Shared) -> dict[str, Any] | None:
+def final_test(cfg: DictConfig, run_dir: str, shared: Shared) -> dict[str, Any] | None:
     """The best checkpoint on the test split, once, in a task with a trial's worker resources."""
     import ray
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -54,7 +55,7 @@ def quiet_study(**kwargs: Any) -> optuna.Study:
         optuna.logging.set_verbosity(verbosity)
 
 
-def stored_trials(run_dir: str, cfg: Any) -> dict[str, FrozenTrial]:
+def stored_trials(run_dir: str, cfg: DictConfig) -> dict[str, FrozenTrial]:
     """Tune trial id -> the searcher's trial, from every search stage's study in the sweep's storage
     (``sweep.storage``, or the run directory's study.db, fetched when the run directory is a URI)."""
     with tempfile.TemporaryDirectory(prefix="sweep-study-") as tmp:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from plumbing import storage
 from plumbing.cli import CONFIG_FILE, typed
@@ -53,7 +53,7 @@ def read_space(run_dir: str) -> dict[str, Any]:
                               "wrote") from None
 
 
-def search_trials(run_dir: str, cfg: Any) -> list[TrialRecord]:
+def search_trials(run_dir: str, cfg: DictConfig) -> list[TrialRecord]:
     """Every search trial (stage 1, then stage 2), in creation order."""
     return [r for stage in SEARCH_STAGES for r in load_trials(run_dir, stage, cfg)]
 
@@ -94,7 +94,7 @@ def retrain_summary(records: list[TrialRecord]) -> dict[str, Any] | None:
             "errors": [r.error for r in records if r.stop_reason == "error"]}
 
 
-def build_summary(run_dir: str, records: list[TrialRecord], cfg: Any) -> dict[str, Any]:
+def build_summary(run_dir: str, records: list[TrialRecord], cfg: DictConfig) -> dict[str, Any]:
     """summary.json's content for the search trials ``records`` of ``run_dir``."""
     from trainable.config import metric_name
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from ray.tune.logger import LoggerCallback
 
 from sweep.config import SQLITE
@@ -38,7 +38,7 @@ NOT_METRICS = frozenset({"epoch", "timestamp", "pid", "done", "training_iteratio
 _warned: set[str] = set()  # stores already warned about: one warning per sweep, not per stage or trial
 
 
-def experiment_name(cfg: Any) -> str:
+def experiment_name(cfg: DictConfig) -> str:
     return cfg.tracking.experiment or Path(cfg.out_dir).name
 
 
@@ -161,7 +161,7 @@ class MlflowCallback(LoggerCallback):
         client.log_text(run_id, resolved, CONFIG_ARTIFACT)
 
 
-def callbacks(cfg: Any, run_dir: Path, stage: str) -> list[MlflowCallback]:
+def callbacks(cfg: DictConfig, run_dir: Path, stage: str) -> list[MlflowCallback]:
     """The tracking callbacks of one stage: none unless tracking.mlflow is on."""
     if not cfg.tracking.mlflow:
         return []
@@ -169,7 +169,7 @@ def callbacks(cfg: Any, run_dir: Path, stage: str) -> list[MlflowCallback]:
     return [MlflowCallback(cfg.tracking.tracking_uri, experiment_name(cfg), str(run_dir), stage, base)]
 
 
-def record_best(cfg: Any, summary: dict[str, Any]) -> None:
+def record_best(cfg: DictConfig, summary: dict[str, Any]) -> None:
     """Mark the best trial's run: its best checkpoint's path and, when run, the test-split metrics."""
     best = summary.get("best")
     if not cfg.tracking.mlflow or not best:

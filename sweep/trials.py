@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from plumbing import storage
 from sweep.layout import ERROR_FILE, PARAMS_FILE, STOPS_FILE, TRAIN_RUN_NAME
-from trainable.session import METRIC, METRICS_FILE, MODE
+from trainable.session import METRIC, METRICS_FILE, MODE, VAL_PREFIX
 from trainable.stop_reason import StopReason, classify
 
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b[^:]*:?")
-_SCALAR_PREFIXES = ("val_", "train_loss", "lr", "samples_per_s", "tokens_per_s")
+_SCALAR_PREFIXES = (VAL_PREFIX, "train_loss", "lr", "samples_per_s", "tokens_per_s")
 
 
 @dataclass
@@ -64,7 +64,7 @@ class TrialRecord:
         return out
 
 
-def load_trials(run_dir: str, experiment: str, cfg: Any) -> list[TrialRecord]:
+def load_trials(run_dir: str, experiment: str, cfg: DictConfig) -> list[TrialRecord]:
     """The stage's trials in creation order (empty before it started)."""
     exp_dir = storage.join(run_dir, experiment)
     tune_trials, frames = analysis_of(exp_dir)
@@ -139,7 +139,7 @@ def read_results(trial_dir: str) -> list[dict[str, Any]]:
     return epochs_of(pd.DataFrame(rows), str(trial_dir)).to_dict("records")
 
 
-def record(cfg: Any, experiment: str, trial_id: str, trial_dir: str, params: dict[str, Any], state: str,
+def record(cfg: DictConfig, experiment: str, trial_id: str, trial_dir: str, params: dict[str, Any], state: str,
            history: pd.DataFrame, stopped_at: int | None) -> TrialRecord:
     """One trial's record from its Tune status and its epochs."""
     error = read_error(trial_dir) if state != "TERMINATED" else None
@@ -222,7 +222,7 @@ def read_stops(run_dir: str) -> dict[tuple[str, str], int]:
     return {(s["experiment"], s["trial_id"]): int(s["epoch"]) for s in stops}
 
 
-def trial_augment(cfg: Any, params: dict[str, Any]) -> str:
+def trial_augment(cfg: DictConfig, params: dict[str, Any]) -> str:
     """The augmentation a trial trained with: the sweep's augment section with its searched keys."""
     from data_prep.augment import signature
 

@@ -11,6 +11,12 @@ from pathlib import Path
 
 from plumbing.cli import parse_config, save_config
 from sweep.config import SweepConfig
+from sweep.settings import checked_config
+
+
+def load_config(argv: list[str]):
+    """``python -m sweep.run ARGV``'s validated config (the saved one when resuming) and search space."""
+    return checked_config(parse_config(SweepConfig, argv, "sweep.run", "sweep"))
 
 
 def fake_trial(config, epochs: int, failing_lr: float):

@@ -3,12 +3,14 @@ resumes or a checkpoint scores features, with the command that fixes a mismatch.
 
 from __future__ import annotations
 
+from omegaconf import DictConfig
+
 from data_prep.featureset import FeatureSet
 from plumbing.errors import UserError
 from trainable.checkpoint import read_meta
 
 
-def check_resume_task(cfg, resume: str) -> dict:
+def check_resume_task(cfg: DictConfig, resume: str) -> dict:
     """The checkpoint exists, is complete and is of this task; returns its meta."""
     meta = read_meta(resume)
     if meta["task"] != cfg.task:
@@ -17,7 +19,7 @@ def check_resume_task(cfg, resume: str) -> dict:
     return meta
 
 
-def check_compatible(cfg, fs: FeatureSet, tokenizer_ident: dict, resume: str | None) -> None:
+def check_compatible(cfg: DictConfig, fs: FeatureSet, tokenizer_ident: dict, resume: str | None) -> None:
     """Features, model and resume checkpoint must agree on the task and the tokenizer."""
     feats = fs.meta["tokenizer"]
     if fs.task != cfg.task:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omegaconf import DictConfig
+
 from data_prep.augment import AugmentConfig, validate_augment
 from data_prep.config import PrepConfig, doc, validate_prep
 from plumbing.errors import ConfigError
@@ -70,7 +72,7 @@ def at_least(key: str, value, low) -> None:
         raise ConfigError(key, f"must be at least {low}; got {value}")
 
 
-def validate_train(cfg, *, check_hardware: bool = True) -> None:
+def validate_train(cfg: DictConfig, *, check_hardware: bool = True) -> None:
     """Every check a user can trip before any data is loaded or model built.
 
     ``check_hardware=False`` skips the device checks for a driver whose workers run elsewhere
@@ -99,16 +101,16 @@ def validate_train(cfg, *, check_hardware: bool = True) -> None:
         check_device(t)
 
 
-def metric_name(cfg) -> str:
+def metric_name(cfg: DictConfig) -> str:
     """The validation metric a run is judged by: training.metric, or the task's primary."""
     return cfg.training.metric or PRIMARY_METRIC[cfg.task]
 
 
-def validate_metric(cfg) -> None:
+def validate_metric(cfg: DictConfig) -> None:
     check_metric_name(cfg, "training.metric", cfg.training.metric)
 
 
-def check_metric_name(cfg, key: str, name: str | None) -> None:
+def check_metric_name(cfg: DictConfig, key: str, name: str | None) -> None:
     """``name`` (None: the default) is a validation metric of the task that ``key`` may rank by."""
     allowed = SELECTABLE_METRICS[cfg.task]
     if name is None:

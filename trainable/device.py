@@ -5,12 +5,13 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+from omegaconf import DictConfig
 
 from plumbing.errors import UserError
 from trainable.config import check_device
 
 
-def choose_device(cfg, ray_worker: bool = False) -> torch.device:
+def choose_device(cfg: DictConfig, ray_worker: bool = False) -> torch.device:
     """CUDA only when this process really sees one (Ray's get_device says cuda:0 on CPU nodes)."""
     check_device(cfg.training)
     if cfg.training.device == "cpu" or not torch.cuda.is_available():

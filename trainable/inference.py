@@ -26,7 +26,7 @@ from trainable.checkpoint import CONFIG_FILE, load_model, read_config, read_meta
 from trainable.compatibility import check_compatible
 from trainable.config import DEVICES, TrainConfig, validate_train
 from trainable.device import amp_dtype, autocast_context, choose_device
-from trainable.evaluation import EvalResult, evaluate
+from trainable.model_pass import EvalResult, evaluate
 from trainable.models import TaskModel
 from trainable.session import TEST_METRICS
 
@@ -123,7 +123,7 @@ def evaluate_checkpoint(ckpt: Checkpoint, fs: FeatureSet, split: str) -> EvalRes
                     device=ckpt.device, autocast=ckpt.autocast, pad_token_id=fs.meta["tokenizer"]["pad_token_id"])
 
 
-def test_best(cfg, fs, checkpoint: Path, out: Path) -> dict:
+def test_best(cfg: DictConfig, fs, checkpoint: Path, out: Path) -> dict:
     """The best checkpoint on the test split, loaded and scored as ``trainable.evaluate`` does."""
     ckpt = load_checkpoint(checkpoint, device=cfg.training.device)
     result = evaluate_checkpoint(ckpt, fs, "test")

@@ -1,9 +1,9 @@
 """The one training loop: a Ray Train worker runs it, and so does ``python -m trainable.single``.
 
-``train_loop(config)`` takes the resolved ``TrainConfig`` as a plain dict plus two optional
-keys: ``features_ref`` ({"ref": ObjectRef of a FeatureSet}, wrapped so Ray does not resolve it
-into every trial's config) and ``tb_dir`` (TensorBoard directory, written by rank 0). Everything
-that differs between Ray and a plain process goes through ``trainable.session``.
+``train_loop(config)`` takes a ``TrainConfig``: typed, or as the plain dict that a Ray Train worker
+receives. The features come loaded (``features=``) or are prepared from the cache; TensorBoard goes to
+``<out_dir>/tb``, written by rank 0. Everything that differs between Ray and a plain process goes through
+``trainable.session``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -28,29 +29,26 @@ from data_prep.augment import augmented_train_features
 from data_prep.featureset import FeatureSet
 from data_prep.tiny import is_builtin_model
 from data_prep.tokenizer import load_tokenizer, tokenizer_identity
+from plumbing import storage
 from plumbing.cli import typed
 from trainable.batching import Batch, BucketBatchSampler, Collator, Columns, columns_from_table, prefetch
 from trainable.checkpoint import load_training_state, load_weights, save_checkpoint, set_rng_state
 from trainable.compatibility import check_compatible
 from trainable.config import TrainConfig, metric_name, validate_train
 from trainable.device import amp_dtype, autocast_context, choose_device
-from trainable.evaluation import evaluate
 from trainable.losses import class_alpha
+from trainable.model_pass import evaluate
 from trainable.models import TaskModel, build_model
 from trainable.scoring import chosen_thresholds
-from trainable.session import BEST_METRIC, METRIC, LocalSession, RaySession, Session
-from trainable.tensorboard import TBLogger, flat_hparams
-
-EXTRA_KEYS = ("features_ref", "tb_dir")
-
+from trainable.session import BEST_METRIC, METRIC, LocalSession, RaySession, Session, val_key
+from trainable.tensorboard import TB_DIR, TBLogger, flat_hparams
 
 # ---------------------------------------------------------------- setup
 
 
-def resolve_config(config: dict):
-    """The plain dict back into a typed, validated TrainConfig (extra keys set aside)."""
-    plain = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
-    cfg = typed(TrainConfig, plain)
+def resolve_config(config: dict | DictConfig) -> DictConfig:
+    """A typed, validated TrainConfig, from a typed one or the plain dict a Ray Train worker receives."""
+    cfg = typed(TrainConfig, config)
     validate_train(cfg)
     return cfg
 
@@ -61,7 +59,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def default_session(cfg) -> Session:
+def default_session(cfg: DictConfig) -> Session:
     """RaySession inside a Ray Train worker, else a LocalSession writing into out_dir."""
     if "ray" in sys.modules:  # never import Ray just to find out we are not in it
         import ray.train
@@ -74,18 +72,14 @@ def default_session(cfg) -> Session:
     return LocalSession(cfg.out_dir, resume=cfg.resume)
 
 
-def load_features(config: dict, cfg, verbose: bool) -> FeatureSet:
-    ref = config.get("features_ref")
-    if ref is not None:
-        import ray
-
-        return ray.get(ref["ref"] if isinstance(ref, dict) else ref)
+def load_features(cfg: DictConfig, verbose: bool) -> FeatureSet:
+    """The run's features from the cache (prepared there on a miss), when none were handed in."""
     from data_prep.pipeline import prepare_features
 
     return prepare_features(cfg, verbose=verbose)
 
 
-def model_source(cfg, fs: FeatureSet) -> str:
+def model_source(cfg: DictConfig, fs: FeatureSet) -> str:
     """The encoder to load: for a built-in model (tiny, tiny-deberta, minilm) its dir, else model.name."""
     return fs.meta["model"] if is_builtin_model(cfg.model.name) else cfg.model.name
 
@@ -110,7 +104,7 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
         return model
 
 
-def wrap_model(model: torch.nn.Module, cfg, device: torch.device, world_size: int) -> torch.nn.Module:
+def wrap_model(model: torch.nn.Module, cfg: DictConfig, device: torch.device, world_size: int) -> torch.nn.Module:
     """compile (before DDP, so DDP's hooks stay outside the graph), then DDP when distributed."""
     model.to(device)
     if cfg.training.compile:
@@ -125,7 +119,7 @@ def wrap_model(model: torch.nn.Module, cfg, device: torch.device, world_size: in
     return model
 
 
-def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and norms; fused kernels on CUDA."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -209,7 +203,7 @@ class Run:
     state: Progress
 
 
-def task_model(cfg, source: str, train: Columns) -> TaskModel:
+def task_model(cfg: DictConfig, source: str, train: Columns) -> TaskModel:
     """The run's model with its training knobs; ``pair`` weighs its classes by their train frequencies.
     Seed first: the head's initial weights come from the global RNG."""
     t = cfg.training
@@ -218,7 +212,7 @@ def task_model(cfg, source: str, train: Columns) -> TaskModel:
                        gradient_checkpointing=t.gradient_checkpointing, inside_weight=t.inside_weight)
 
 
-def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> Run:
+def setup(cfg: DictConfig, session: Session, features: FeatureSet | None) -> Run:
     t = cfg.training
     seed_everything(cfg.seed)
     device = choose_device(cfg, ray_worker=isinstance(session, RaySession))
@@ -227,7 +221,7 @@ def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> R
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    fs = features or load_features(config, cfg, verbose=session.is_main)
+    fs = features or load_features(cfg, verbose=session.is_main)
     source = model_source(cfg, fs)
     tokenizer = load_tokenizer(source)
     resume = session.resume_checkpoint()
@@ -254,7 +248,7 @@ def setup(cfg, config: dict, session: Session, features: FeatureSet | None) -> R
         scaler.load_state_dict(saved["scaler"])
         state = Progress(**saved["progress"])
         set_rng_state(saved["rng"])  # last: building the model above drew from the RNGs
-    plain = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
+    plain = OmegaConf.to_container(cfg, resolve=True)
     return Run(cfg, plain, session, fs, source, tokenizer, device, autocast_context(device, dtype), model,
                optimizer, scheduler, scaler, sampler, collate, state)
 
@@ -329,7 +323,7 @@ def end_epoch(run: Run, epoch: int, train_stats: dict[str, float], tb: TBLogger)
     state.best = metric if improved else state.best
     state.bad_epochs = 0 if improved else state.bad_epochs + 1
     report = {"epoch": epoch + 1, METRIC: metric, BEST_METRIC: state.best,
-              **{f"val_{k}": v for k, v in result.scalars.items()}, "val_loss": result.loss,
+              **{val_key(k): v for k, v in result.scalars.items()}, val_key("loss"): result.loss,
               "lr": run.scheduler.get_last_lr()[0], **train_stats}
     tb.epoch(epoch + 1, report, state.best)
     if improved and session.is_main:
@@ -362,19 +356,19 @@ def _all_reduce_sum(values: list[float], device: torch.device, world_size: int) 
     return t.tolist()
 
 
-def train_loop(config: dict, session: Session | None = None, progress_bar: bool = False,
+def train_loop(config: dict | DictConfig, session: Session | None = None, progress_bar: bool = False,
                features: FeatureSet | None = None) -> None:
     """Train, evaluate every epoch, report, checkpoint on improvement, stop early on patience.
 
     ``session`` defaults to Ray's inside a Ray Train worker, else a LocalSession on out_dir;
-    ``features`` (already loaded) skips ``features_ref`` / prepare_features.
+    ``features`` (already loaded) skips prepare_features.
     """
     cfg = resolve_config(config)
     session = session or default_session(cfg)
     started = time.perf_counter()
-    run = setup(cfg, config, session, features)
+    run = setup(cfg, session, features)
     setup_s: float | None = time.perf_counter() - started  # features, model, optimizer: in the first report
-    tb = TBLogger(config.get("tb_dir") if session.is_main else None, flat_hparams(run.config))
+    tb = TBLogger(storage.join(str(cfg.out_dir), TB_DIR) if session.is_main else None, flat_hparams(run.config))
     try:
         for epoch in range(run.state.epoch + 1, run.cfg.training.epochs):
             stats = train_epoch(run, epoch, tb, progress_bar)

@@ -68,22 +68,9 @@ def best_char_spans(
     return spans, score_diffs
 
 
-def postprocess_span(
-    start_logits: np.ndarray,
-    end_logits: np.ndarray,
-    feature_example_ids: Sequence[str],
-    offset_start: Sequence[np.ndarray],
-    offset_end: Sequence[np.ndarray],
-    contexts: Mapping[str, str],
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-) -> tuple[dict[str, str], dict[str, float]]:
-    """Best non-null answer text ("" when none) and ``null_score - best_span_score`` per example id
-    (see ``best_char_spans``)."""
-    spans, score_diffs = best_char_spans(start_logits, end_logits, feature_example_ids, offset_start,
-                                         offset_end, contexts, n_best_size, max_answer_length)
-    texts = {k: contexts[k][span[0]:span[1]] if span else "" for k, span in spans.items()}
-    return texts, score_diffs
+def span_texts(spans: Mapping[str, tuple[int, int] | None], contexts: Mapping[str, str]) -> dict[str, str]:
+    """Each example's best non-null answer text ("" where ``best_char_spans`` found no valid span)."""
+    return {k: contexts[k][span[0]:span[1]] if span else "" for k, span in spans.items()}
 
 
 def apply_null_threshold(
@@ -122,19 +109,19 @@ def _best_span(start: np.ndarray, end: np.ndarray, offsets: np.ndarray, n_best: 
 def _check_inputs(start_logits, end_logits, example_ids, offset_start, offset_end, contexts,
                   n_best_size, max_answer_length) -> None:
     if start_logits.ndim != 2 or start_logits.shape != end_logits.shape:
-        raise ValueError("postprocess_span: start and end logits must both be [num_features, length], got "
+        raise ValueError("best_char_spans: start and end logits must both be [num_features, length], got "
                          f"{start_logits.shape} and {end_logits.shape}")
     n = start_logits.shape[0]
     if not len(example_ids) == len(offset_start) == len(offset_end) == n:
-        raise ValueError(f"postprocess_span: {n} logit rows but {len(example_ids)} example ids, "
+        raise ValueError(f"best_char_spans: {n} logit rows but {len(example_ids)} example ids, "
                          f"{len(offset_start)} offset_start and {len(offset_end)} offset_end rows")
     for i in range(n):
         if len(offset_start[i]) != len(offset_end[i]) or len(offset_start[i]) > start_logits.shape[1]:
-            raise ValueError(f"postprocess_span: feature {i} has {len(offset_start[i])} start and "
+            raise ValueError(f"best_char_spans: feature {i} has {len(offset_start[i])} start and "
                              f"{len(offset_end[i])} end offsets for {start_logits.shape[1]} logit columns")
     unknown = sorted(set(example_ids) - set(contexts))
     if unknown:
-        raise ValueError(f"postprocess_span: no context for example ids {unknown[:5]} ({len(unknown)})")
+        raise ValueError(f"best_char_spans: no context for example ids {unknown[:5]} ({len(unknown)})")
     if n_best_size < 1 or max_answer_length < 1:
-        raise ValueError("postprocess_span: n_best_size and max_answer_length must be >= 1, got "
+        raise ValueError("best_char_spans: n_best_size and max_answer_length must be >= 1, got "
                          f"{n_best_size} and {max_answer_length}")

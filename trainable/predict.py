@@ -32,8 +32,8 @@ from plumbing.cli import absolute, parse_config, required, run_cli, save_config
 from plumbing.errors import ConfigError
 from plumbing.jsonio import write_jsonl
 from trainable.inference import PREDICTIONS_FILE, checkpoint_tokenizer, load_checkpoint
+from trainable.post_predictions import checkpoint_header, noted_fields, predict_posts, resolve_pair_threshold, summary
 from trainable.post_summary import POSTS_FILE, format_posts, post_summaries, write_posts_json
-from trainable.prediction import checkpoint_header, noted_fields, predict_posts, resolve_pair_threshold, summary
 
 DESCRIPTION = """
 Run a trained checkpoint on new posts (a .csv with columns post_id,text or a .jsonl with one
@@ -67,7 +67,7 @@ def print_post_summaries(out: Path, posts: list[Post], records: list[dict], thre
     print(f"wrote {path}")
 
 
-def check_thresholds(cfg) -> None:
+def check_thresholds(cfg: DictConfig) -> None:
     if cfg.pair_threshold is not None and not 0 <= cfg.pair_threshold <= 1:
         raise ConfigError("pair_threshold", f"must be in [0, 1]; got {cfg.pair_threshold}")
     if cfg.batch_size is not None and cfg.batch_size < 1:

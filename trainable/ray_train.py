@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ray
 import ray.train
 import torch
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -16,6 +17,7 @@ from plumbing import storage
 from plumbing.errors import UserError
 
 USER_ERROR_FILE = "user_error.txt"  # in the run's out_dir: why a worker refused to train
+FEATURES_KEY = "features_ref"  # the one key a worker's config carries beside the TrainConfig's own
 
 
 def worker_loop(config: dict) -> None:
@@ -25,11 +27,15 @@ def worker_loop(config: dict) -> None:
     goes to ``<out_dir>/user_error.txt``; the sweep's trial driver raises it (``raise_user_error``).
     The loop is imported here, in the worker that runs it: the trial that only builds the trainer
     (``build_trainer``) is spared its imports (seconds per trial, before its workers start).
+    A file, not a report: a report would reach Tune as an epoch's result, and Ray Train has no
+    error that it does not retry.
     """
     from trainable.loop import train_loop
 
+    config = dict(config)
+    shared = config.pop(FEATURES_KEY, None)  # {"ref": ObjectRef}: build_trainer's wrapping
     try:
-        train_loop(config)
+        train_loop(config, features=ray.get(shared["ref"]) if shared else None)
     except UserError as e:
         storage.write_text(storage.join(config.get("out_dir") or ".", USER_ERROR_FILE), str(e))
 
@@ -64,8 +70,8 @@ def build_trainer(
 ) -> TorchTrainer:
     """A TorchTrainer running ``train_loop(config)`` on ``num_workers`` workers.
 
-    ``config``: the resolved TrainConfig as a plain dict (``OmegaConf.to_container``), plus an
-    optional ``tb_dir`` where rank 0 writes TensorBoard files. ``features_ref``: an ObjectRef of
+    ``config``: the resolved TrainConfig as a plain dict (``OmegaConf.to_container``); rank 0 writes
+    TensorBoard files into its ``out_dir``. ``features_ref``: an ObjectRef of
     the FeatureSet (``ray.put(prepare_features(cfg))``), or None to let each worker prepare the
     features itself from the cache. The DDP backend comes from the layout (``ddp_backend``).
     ``run_config`` carries storage, checkpoint retention and callbacks; for a trial inside a
@@ -73,7 +79,7 @@ def build_trainer(
     """
     loop_config = dict(config)
     if features_ref is not None:
-        loop_config["features_ref"] = {"ref": features_ref}
+        loop_config[FEATURES_KEY] = {"ref": features_ref}
     return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,

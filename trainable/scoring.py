@@ -1,6 +1,6 @@
 """Score a split's model outputs with the task's metric: plain NumPy, no torch.
 
-``trainable.evaluation`` runs the model and hands over one output per feature row; here they become
+``trainable.model_pass`` runs the model and hands over one output per feature row; here they become
 metrics and per-example predictions through the post-processing and metric modules: span ->
 best_char_spans + SQuAD v2; span_crf -> BIO paths -> character spans, span P/R/F1 + the same SQuAD
 EM/F1; pair -> pair_metrics, the F1-best threshold and the own criterion's rank (own_rank_metrics).
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from omegaconf import DictConfig
 
 from data_prep.examples import CROSS
 from trainable.metrics import (
@@ -22,14 +23,14 @@ from trainable.metrics import (
     span_prf,
     token_spans_to_chars,
 )
-from trainable.postprocess import best_char_spans
+from trainable.postprocess import best_char_spans, span_texts
 from trainable.squad_metric import squad_v2_scores
 
 if TYPE_CHECKING:
     from trainable.batching import Columns
 
 
-def score(cfg, outputs: list, cols: Columns, examples: pa.Table) -> tuple[dict[str, Any], list[dict]]:
+def score(cfg: DictConfig, outputs: list, cols: Columns, examples: pa.Table) -> tuple[dict[str, Any], list[dict]]:
     """(metrics, per-example predictions) of one split's outputs, for ``cfg.task``."""
     if cfg.task == "span":
         return score_span(outputs, cols, examples, cfg.training.n_best_size, cfg.training.max_answer_length)
@@ -82,7 +83,7 @@ def score_span(outputs: list, cols: Columns, examples: pa.Table, n_best_size: in
     contexts = dict(zip(examples.column("example_id").to_pylist(), examples.column("context").to_pylist(),
                         strict=True))
     spans, diffs = span_answers(outputs, cols, contexts, n_best_size, max_answer_length)
-    texts = {k: contexts[k][span[0]:span[1]] if span else "" for k, span in spans.items()}
+    texts = span_texts(spans, contexts)
     gold = _gold(examples)
     final = {k: "" if diffs[k] > 0 else t for k, t in texts.items()}
     metrics = squad_v2_scores(final, gold, na_probs=diffs, na_threshold=0.0)

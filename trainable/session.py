@@ -23,6 +23,12 @@ METRIC, MODE = "metric", "max"
 # searcher learns.
 BEST_METRIC = "best_metric"
 CHECKPOINT_DIR = "checkpoint"
+VAL_PREFIX = "val_"  # an epoch report's validation scalars: val_f1, val_roc_auc, val_loss, ...
+
+
+def val_key(name: str) -> str:
+    """The report key of validation metric ``name`` (``f1`` -> ``val_f1``)."""
+    return VAL_PREFIX + name
 
 
 class Session(Protocol):

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 from data_prep.pipeline import prepare_features
 from plumbing.cli import absolute, parse_config, run_cli, save_config
@@ -23,7 +23,6 @@ from trainable.inference import test_best
 from trainable.loop import train_loop
 from trainable.model_card import write_model_card
 from trainable.session import BEST_METRIC, CHECKPOINT_DIR, METRIC, METRICS_FILE, LocalSession
-from trainable.tensorboard import TB_DIR
 
 DESCRIPTION = """
 Train one model (task span | span_crf | pair) on one device and evaluate its best checkpoint on
@@ -35,7 +34,7 @@ resume=OUT_DIR/checkpoint.
 """
 
 
-def run(cfg) -> dict:
+def run(cfg: DictConfig) -> dict:
     """Train, then score the best checkpoint on test; returns the test metrics. Nothing is written
     before the config, the out_dir and the data are checked: a refused run leaves no trace."""
     absolute_paths(cfg)
@@ -47,9 +46,7 @@ def run(cfg) -> dict:
     fs = prepare_features(cfg)
     save_config(cfg, out)
     session = EpochLines(out, cfg.training.epochs, metric_name(cfg), resume=cfg.resume)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    train_loop({**config, "tb_dir": str(out / TB_DIR)}, session=session, progress_bar=sys.stderr.isatty(),
-               features=fs)
+    train_loop(cfg, session=session, progress_bar=sys.stderr.isatty(), features=fs)
     if not session.checkpoint_path.is_dir():
         raise UserError(f"no checkpoint was written to {session.checkpoint_path} (no epoch ran: "
                         "training.epochs already reached by the resumed checkpoint?)")
@@ -98,7 +95,7 @@ class EpochLines(LocalSession):
                 f"(training.patience={patience})")
 
 
-def absolute_paths(cfg) -> None:
+def absolute_paths(cfg: DictConfig) -> None:
     """The run's paths, absolute: config.yaml and the checkpoint's train_config.yaml are read later
     (trainable.evaluate / predict, a resume) from other working directories."""
     cfg.out_dir, cfg.cache_dir = absolute(cfg.out_dir), absolute(cfg.cache_dir)

@@ -27,6 +27,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from plumbing import storage
+from trainable.session import VAL_PREFIX
 from trainable.stop_reason import ENDED_REASONS, classify
 
 TB_DIR = "tb"  # a run's TensorBoard directory, inside its out_dir (a sweep trial's directory)
@@ -148,8 +149,8 @@ class TBLogger:
         if self.writer is None:
             return
         for key, value in metrics.items():
-            if key.startswith("val_"):
-                self.writer.add_scalar(f"val/{key[4:]}", value, epoch)
+            if key.startswith(VAL_PREFIX):
+                self.writer.add_scalar(f"val/{key.removeprefix(VAL_PREFIX)}", value, epoch)
         for key in ("train_loss", "samples_per_s", "tokens_per_s"):
             if key in metrics:
                 self.writer.add_scalar(f"train/epoch_{key.removeprefix('train_')}", metrics[key], epoch)

@@ -169,7 +169,7 @@ def test_local_errors_stay_ordinary(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError):
         storage.list_dir(tmp_path / "file")
-    storage.check(tmp_path / "not-yet")  # a local directory is created when written
+    assert not storage.exists(tmp_path / "not-yet")  # a local directory is created when written
 
 
 # ---------------------------------------------------------------- storage that cannot be used
@@ -178,7 +178,7 @@ def test_local_errors_stay_ordinary(tmp_path):
 def test_missing_bucket_names_the_bucket(s3_server):  # noqa: F811
     uri = "s3://no-such-bucket-here/runs/sweep"
     with pytest.raises(UserError, match="bucket 'no-such-bucket-here' does not exist") as info:
-        storage.check(uri)
+        storage.exists(uri)
     assert uri in str(info.value)
     assert s3_server.endpoint in str(info.value)
     for call in (lambda: storage.exists(uri), lambda: storage.read_text(storage.join(uri, "f")),
@@ -193,7 +193,7 @@ def test_unreachable_endpoint_fails_fast(dead_endpoint):
     uri = "s3://bucket/runs/sweep"
     start = time.monotonic()
     with pytest.raises(UserError) as info:
-        storage.check(uri)
+        storage.exists(uri)
     elapsed = time.monotonic() - start
     message = str(info.value)
     assert uri in message and f"127.0.0.1:{dead_endpoint}" in message
@@ -212,6 +212,6 @@ def test_silent_endpoint_fails_within_bound(monkeypatch):
         _aws_env(monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}")
         start = time.monotonic()
         with pytest.raises(UserError, match="cannot reach"):
-            storage.check("s3://bucket/runs")
+            storage.exists("s3://bucket/runs")
         elapsed = time.monotonic() - start
     assert elapsed < FAIL_FAST_S, elapsed

@@ -19,8 +19,9 @@ import ray.train
 from ray.util.state import list_actors
 from ray_helpers import local_cluster
 from ray_helpers import wait_for as poll
+from sweep_fakes import load_config
 
-from sweep.run import load_config, run
+from sweep.run import run
 
 EPOCHS = 6  # after the first checkpoint, the rest must outlast finding and removing the node (seen: 1 s an epoch)
 WAIT_S = 150  # one wait: a trial's first checkpoint, or the rest of a sweep (seen: 30-60 s)

@@ -21,11 +21,12 @@ import pandas as pd
 import pytest
 from ray_helpers import local_ray
 from s3_server import s3_server  # noqa: F401  (the fixture)
+from sweep_fakes import load_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
 from plumbing import storage
-from sweep.run import load_config, run
+from sweep.run import run
 from trainable.session import METRICS_FILE
 
 pytestmark = pytest.mark.slow

@@ -24,9 +24,10 @@ import pandas as pd
 import pytest
 import ray
 from ray_helpers import local_cluster
+from sweep_fakes import load_config
 
 from plumbing.errors import ConfigError
-from sweep.run import execute, load_config, prepare_run
+from sweep.run import execute, prepare_run
 from sweep.searcher import make_searcher
 from sweep.space import feature_variants, variant_key
 from sweep.trials import read_results

@@ -10,11 +10,11 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from sweep_fakes import load_config
 
 from plumbing.cli import parse_config, save_config
 from plumbing.errors import ConfigError, UserError
 from sweep.config import SweepConfig, retrain_seed_count, rung_metric, two_stage_on, validate_sweep
-from sweep.run import load_config
 from sweep.searcher import make_searcher
 from sweep.space import (
     check_space,

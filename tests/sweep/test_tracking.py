@@ -48,7 +48,9 @@ def local_ray():
 
 
 def run_sweep(args: list[str]):
-    from sweep.run import load_config, run
+    from sweep_fakes import load_config
+
+    from sweep.run import run
 
     cfg, dists = load_config(args)
     return cfg, run(cfg, dists)

@@ -31,7 +31,7 @@ from plumbing.errors import UserError
 from trainable import evaluate, predict, single
 from trainable.batching import Collator, columns_from_table
 from trainable.config import TrainConfig
-from trainable.evaluation import evaluate as evaluate_split
+from trainable.model_pass import evaluate as evaluate_split
 from trainable.models import build_model
 from trainable.session import TEST_METRICS
 

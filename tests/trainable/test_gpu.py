@@ -35,7 +35,7 @@ def _run(task, train_config, demo_features, tmp_path, **training):
 
 def _setup(task, train_config, demo_features, tmp_path, **training):
     config = train_config(task, tmp_path, device="cuda", **training)
-    return setup(resolve_config(config), config, LocalSession(tmp_path), demo_features(task))
+    return setup(resolve_config(config), LocalSession(tmp_path), demo_features(task))
 
 
 def test_bf16_step_uses_tf32_and_fused_adamw(train_config, demo_features, tmp_path):
@@ -106,7 +106,7 @@ def test_two_worker_trial_on_gpus(gpus_per_worker, backend, gpu_ray, train_confi
 
     per_worker = {"CPU": 1, "GPU": gpus_per_worker}
     assert ddp_backend(2, per_worker, nccl_available=torch.distributed.is_nccl_available()) == backend
-    config = {**train_config("pair", tmp_path / "unused", epochs=1, patience=0), "tb_dir": str(tmp_path / "tb")}
+    config = train_config("pair", tmp_path / "unused", epochs=1, patience=0)
     trainer = build_trainer(config, gpu_ray.put(demo_features("pair")), num_workers=2, use_gpu=True,
                             resources_per_worker=per_worker,
                             run_config=RunConfig(name="train", storage_path=str(tmp_path / "storage")))

@@ -23,7 +23,7 @@ from trainable import predict, single
 from trainable.checkpoint import load_model
 from trainable.config import TrainConfig
 from trainable.hf_model import HF_WEIGHTS, write_hf_model
-from trainable.prediction import examples_of
+from trainable.post_predictions import examples_of
 
 RUN = ["data.demo_posts=60", "features.max_length=96", "features.doc_stride=32", "training.epochs=1"]
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from trainable.batching import Collator, columns_from_table
 from trainable.checkpoint import load_model, read_meta
 from trainable.device import amp_dtype, autocast_context
-from trainable.evaluation import evaluate
 from trainable.loop import accumulate, task_model, train_loop
+from trainable.model_pass import evaluate
 from trainable.models import build_model
 from trainable.session import LocalSession
 
@@ -67,7 +67,7 @@ def _untrained(task, demo_features, train_config, tmp_path) -> dict[str, float]:
 def pair_run(train_config, demo_features, tmp_path_factory):
     """An 8-epoch pair run with TensorBoard, shared by the tests that only read its outputs."""
     out = tmp_path_factory.mktemp("pair_run")
-    config = {**train_config("pair", out, **PAIR_RUN), "tb_dir": str(out / "tb")}
+    config = train_config("pair", out, **PAIR_RUN)
     train_loop(config, session=LocalSession(out), features=demo_features("pair"))
     return out
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trainable.postprocess import apply_null_threshold, postprocess_span
+from trainable.postprocess import apply_null_threshold, best_char_spans, span_texts
 from trainable.squad_metric import squad_v2_scores
 
 CONTEXT = "I cannot sleep at night and I feel tired all day"
@@ -31,8 +31,9 @@ def _run(windows, logit_rows, ids, **kw):
     starts = np.stack([r[0] for r in logit_rows])[:, :width]
     ends = np.stack([r[1] for r in logit_rows])[:, :width]
     contexts = {i: CONTEXT for i in ids}
-    return postprocess_span(starts, ends, ids, [w[0] for w in windows], [w[1] for w in windows],
-                            contexts, **kw)
+    spans, diffs = best_char_spans(starts, ends, ids, [w[0] for w in windows], [w[1] for w in windows],
+                                   contexts, **kw)
+    return span_texts(spans, contexts), diffs
 
 
 def test_clear_answer():
@@ -131,10 +132,10 @@ def test_mismatched_inputs_rejected():
     w = _window(WORDS)
     s, e = _logits(len(w[0]), len(w[0]) + 3)
     with pytest.raises(ValueError, match="example ids"):
-        postprocess_span(s[None], e[None], ["a", "b"], [w[0]], [w[1]], {"a": CONTEXT})
+        best_char_spans(s[None], e[None], ["a", "b"], [w[0]], [w[1]], {"a": CONTEXT})
     with pytest.raises(ValueError, match="no context"):
-        postprocess_span(s[None], e[None], ["x"], [w[0]], [w[1]], {"a": CONTEXT})
+        best_char_spans(s[None], e[None], ["x"], [w[0]], [w[1]], {"a": CONTEXT})
     with pytest.raises(ValueError, match="logit columns"):
-        postprocess_span(s[None, :5], e[None, :5], ["a"], [w[0]], [w[1]], {"a": CONTEXT})
+        best_char_spans(s[None, :5], e[None, :5], ["a"], [w[0]], [w[1]], {"a": CONTEXT})
     with pytest.raises(ValueError, match="no score difference"):
         apply_null_threshold({"a": "x"}, {}, 0.0)

@@ -31,8 +31,7 @@ def ray_cluster():
 def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_config, demo_features, tmp_path):
     fs = demo_features("pair")
     ref = ray.put(fs)
-    config = {**train_config("pair", tmp_path / "run", epochs=2, patience=0, log_every=1),
-              "tb_dir": str(tmp_path / "tb")}
+    config = train_config("pair", tmp_path / "run", epochs=2, patience=0, log_every=1)
     run_config = RunConfig(name="train", storage_path=str(tmp_path / "storage"),
                            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="metric",
                                                               checkpoint_score_order="max"))
@@ -52,7 +51,7 @@ def test_loop_runs_under_torchtrainer_with_two_cpu_workers(ray_cluster, train_co
     assert [h["epoch"] for h in history] == [1, 2]
     assert result.metrics["metric"] in [h["metric"] for h in history]
 
-    tb = EventAccumulator(str(tmp_path / "tb"))  # written by rank 0 only
+    tb = EventAccumulator(str(tmp_path / "run" / "tb"))  # written by rank 0 only, into the run's out_dir
     tb.Reload()
     assert [e.step for e in tb.Scalars("val/f1")] == [1, 2]
     # Each rank ran half the batches: ceil(rows / (2 workers * batch_size)) optimizer steps per epoch.

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+from omegaconf import DictConfig
 
 from data_prep.features import TAG_IGNORE
 from trainable.batching import BucketBatchSampler, Collator, Columns
@@ -35,7 +36,7 @@ class EvalResult:
                 if isinstance(v, int | float | np.number) and not isinstance(v, bool)}
 
 
-def evaluate(model: torch.nn.Module, cols: Columns, examples: pa.Table, cfg, *, device: torch.device,
+def evaluate(model: torch.nn.Module, cols: Columns, examples: pa.Table, cfg: DictConfig, *, device: torch.device,
              autocast=None, pad_token_id: int = 0, rank: int = 0, world_size: int = 1) -> EvalResult:
     """Metrics of ``model`` on one split (``cols``: its features, ``examples``: its example table)."""
     outputs, loss = model_outputs(model, cols, cfg.task, batch_size=cfg.training.eval_batch_size,

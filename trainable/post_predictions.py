@@ -1,6 +1,6 @@
 """New posts through a trained checkpoint: featurized exactly as in training (the checkpoint's
 tokenizer, max_length, doc_stride and question_mode), in chunks of whole posts so memory stays flat,
-scored with the evaluation's batched model pass and decoded into one record per prediction
+scored with the batched model pass (``trainable.model_pass``) and decoded into one record per prediction
 (the record fields are listed in ``trainable.predict``'s docstring)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from data_prep.examples import span_examples
@@ -17,8 +18,8 @@ from data_prep.records import PairExample, Post
 from data_prep.symptoms import SYMPTOMS, criteria
 from data_prep.text import split_sentences
 from trainable.batching import Columns, columns_from_table
-from trainable.evaluation import model_outputs
 from trainable.inference import Checkpoint
+from trainable.model_pass import model_outputs
 from trainable.post_summary import evidence_threshold
 from trainable.scoring import crf_spans, span_answers
 
@@ -28,7 +29,7 @@ CHUNK_EXAMPLES = PROGRESS_ABOVE
 BAR_ABOVE = 50  # posts
 
 
-def _decode_span(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
+def _decode_span(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg: DictConfig) -> Iterator[dict]:
     contexts = {ex.example_id: ex.context for ex in examples}
     t = ckpt.cfg.training
     spans, diffs = span_answers(outputs, cols, contexts, t.n_best_size, t.max_answer_length)
@@ -41,7 +42,7 @@ def _decode_span(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint,
                "null_score_diff": diff, "best_span": span}
 
 
-def _decode_span_crf(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
+def _decode_span_crf(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg: DictConfig) -> Iterator[dict]:
     found = crf_spans(outputs, cols)
     for ex in examples:
         spans = sorted(found.get(ex.example_id, {}).items())
@@ -50,7 +51,7 @@ def _decode_span_crf(outputs: list, cols: Columns, examples: list, ckpt: Checkpo
                "score": max((score for _, score in spans), default=None)}
 
 
-def _decode_pair(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg) -> Iterator[dict]:
+def _decode_pair(outputs: list, cols: Columns, examples: list, ckpt: Checkpoint, cfg: DictConfig) -> Iterator[dict]:
     for ex, prob in zip(examples, outputs, strict=True):
         sentence_id, k, start, end = ex.example_id.rsplit("/", 1)[0], *ex.position
         yield {"post_id": ex.group, "sentence_id": sentence_id, "sentence_index": k, "start": start, "end": end,
@@ -103,7 +104,7 @@ def chunks(posts: list[Post], task: str, question_mode: str) -> Iterator[tuple[i
         yield n_posts, batch
 
 
-def predict_posts(ckpt: Checkpoint, tokenizer, posts: list[Post], cfg) -> Iterator[dict]:
+def predict_posts(ckpt: Checkpoint, tokenizer, posts: list[Post], cfg: DictConfig) -> Iterator[dict]:
     """Prediction records of ``posts``, in input order (see the module docstring)."""
     task, features = ckpt.meta["task"], ckpt.cfg.features
     pad = ckpt.meta["tokenizer"]["pad_token_id"]
@@ -148,7 +149,7 @@ def checkpoint_header(meta: dict) -> tuple[str, str | None]:
     return header, warning
 
 
-def resolve_pair_threshold(cfg, meta: dict) -> str | None:
+def resolve_pair_threshold(cfg: DictConfig, meta: dict) -> str | None:
     """pair: sets cfg.pair_threshold to the threshold in force (saved with the config); returns its source."""
     if meta["task"] != "pair":
         return None
