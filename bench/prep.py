@@ -17,7 +17,7 @@ import numpy as np
 from data_prep.config import PrepConfig
 from data_prep.pipeline import prepare_features
 from plumbing.cli import parse_config
-from trainable.batching import BucketBatchSampler, columns_from_table
+from trainable.batching import BucketBatchSampler, columns_from_table, padding_ratio
 
 
 def timed(fn):
@@ -35,7 +35,7 @@ def padding_ratios(lengths: np.ndarray, max_length: int, batch_size: int) -> tup
     bucketed = list(BucketBatchSampler(lengths, batch_size, seed=0))
 
     def processed(batches):
-        return sum(len(b) * int(lengths[b].max()) for b in batches) / real
+        return 1 / (1 - padding_ratio(lengths, batches))
 
     return fixed, processed(random_batches), processed(bucketed)
 

@@ -188,13 +188,6 @@ def list_dir(path: PathLike) -> list[str]:
     return sorted(posixpath.basename(info.path.rstrip("/")) for info in infos)
 
 
-def make_dirs(path: PathLike) -> None:
-    """Create the directory and its parents (on S3 a marker object; prefixes need none)."""
-    fs, fs_path = resolve(path)
-    with _storage_errors(path, fs, fs_path):
-        fs.create_dir(fs_path, recursive=True)
-
-
 def delete_dir(path: PathLike, missing_ok: bool = True) -> None:
     """Remove the directory and everything under it."""
     fs, fs_path = resolve(path)

@@ -23,7 +23,7 @@ from trainable.metrics import (
     span_prf,
     token_spans_to_chars,
 )
-from trainable.postprocess import best_char_spans, span_texts
+from trainable.postprocess import apply_null_threshold, best_char_spans, span_texts
 from trainable.squad_metric import squad_v2_scores
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def score_span(outputs: list, cols: Columns, examples: pa.Table, n_best_size: in
     spans, diffs = span_answers(outputs, cols, contexts, n_best_size, max_answer_length)
     texts = span_texts(spans, contexts)
     gold = _gold(examples)
-    final = {k: "" if diffs[k] > 0 else t for k, t in texts.items()}
+    final = apply_null_threshold(texts, diffs, 0.0)
     metrics = squad_v2_scores(final, gold, na_probs=diffs, na_threshold=0.0)
     predictions = [{"id": k, "prediction": final[k], "best_span": texts[k], "score": -diffs[k],
                     "gold": gold[k]} for k in gold]
