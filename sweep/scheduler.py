@@ -93,11 +93,11 @@ def keep_best(bests: dict[str, float], trial_id: str, value: Any) -> float | Non
 def recorded_trials(run_dir: str, experiment: str) -> list[tuple[str, list[dict[str, Any]], bool]]:
     """(trial id, its epochs' results, whether Tune ended it) for each trial of the stage, in creation order."""
     from sweep.summary import sweep_config
-    from sweep.trials import load_trials, read_results
+    from sweep.trials import load_trials
 
     if not storage.exists(storage.join(run_dir, experiment)):
         return []
-    return [(r.trial_id, read_results(r.path), r.state in ("TERMINATED", "ERROR"))
+    return [(r.trial_id, r.history, r.state in ("TERMINATED", "ERROR"))
             for r in load_trials(run_dir, experiment, sweep_config(run_dir))]
 
 

@@ -46,7 +46,7 @@ class TrialRecord:
     best_result: dict[str, float] = field(default_factory=dict)
     time_s: float = 0.0
     path: str = ""
-    history: list[dict[str, float]] = field(default_factory=list)  # epoch, metric (for plots)
+    history: list[dict[str, float]] = field(default_factory=list)  # epoch, metric and scalars: plots, ASHA's replay
 
     @property
     def dir_name(self) -> str:
@@ -156,8 +156,8 @@ def record(cfg: DictConfig, experiment: str, trial_id: str, trial_dir: str, para
         best_epoch=None if best is None else int(best["epoch"]), augment=trial_augment(cfg, params),
         best_result={} if best is None else _scalars(best.to_dict()),
         time_s=float(times.iloc[-1]) if not times.empty else 0.0, path=trial_dir,
-        history=[{"epoch": int(e), METRIC: _num(m)} for e, m in zip(history["epoch"], history[METRIC],
-                                                                     strict=True)])
+        history=[{**_scalars(row), "epoch": int(row["epoch"]), METRIC: _num(row[METRIC])}
+                 for row in history.to_dict("records")])
 
 
 def stop_reason(state: str, history: pd.DataFrame, planned: int, stopped_at: int | None,
