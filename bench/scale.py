@@ -229,7 +229,8 @@ def main(argv: list[str]) -> None:
         return arm_main(a.arm, sizes[0], c, epochs, epoch_s, grace, rf)
     print(f"{'N':>5} {'wall s':>7} {'ideal s':>7} {'bare wall':>9} {'driver ms/trial':>15} {'bare ms/trial':>13} "
           f"{'overhead':>8} {'TPE ms':>6} {'record s':>8} {'MB':>6} {'files/trial':>11} {'peak MB':>7} "
-          f"{'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9} {'height ASHA':>11} {'height FIFO':>11}")
+          f"{'ASHA epochs':>11} {'ASHA/FIFO epochs':>16} {'best ASHA':>9} {'best FIFO':>9} {'height ASHA':>11} "
+          f"{'height FIFO':>11}")
     for n in sizes:
         p, b, f = (run_arm(arm, n, c, epochs, epoch_s, grace, rf) if arm in a.arms.split(",") else MISSING
                    for arm in ARMS)
@@ -237,7 +238,8 @@ def main(argv: list[str]) -> None:
         print(f"{n:>5} {p['wall_s']:>7.1f} {ideal:>7.1f} {b['wall_s']:>9.1f} {1000 * p['driver_cpu_s'] / n:>15.1f} "
               f"{1000 * b['driver_cpu_s'] / n:>13.1f} {p['driver_cpu_s'] / b['driver_cpu_s']:>8.2f} "
               f"{p['tpe_suggest_ms']:>6.1f} {p['record_s']:>8.1f} {p['run_dir_mb']:>6.1f} "
-              f"{p['files_per_trial']:>11.1f} {p['peak_mb']:>7.0f} {p['epochs'] / f['epochs']:>16.2f} "
+              f"{p['files_per_trial']:>11.1f} {p['peak_mb']:>7.0f} {p['epochs']:>11} "
+              f"{p['epochs'] / f['epochs']:>16.2f} "
               f"{p['best']:>9.4f} {f['best']:>9.4f} {p['best_height']:>11.4f} {f['best_height']:>11.4f}", flush=True)
 
 
