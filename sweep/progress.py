@@ -33,7 +33,8 @@ class TrialEvents(Callback):
     def __init__(self, base: dict[str, Any], run_dir: str | Path, experiment: str, metric_label: str,
                  verbose: int = EVENTS, rung_label: str | None = None):
         self.base, self.run_dir, self.experiment = base, str(run_dir), experiment
-        self.metric_label, self.verbose, self.rung_label = metric_label, verbose, rung_label
+        # what ASHA's rungs compare; by default the trial's own metric (then its lines need not name it)
+        self.metric_label, self.verbose, self.rung_label = metric_label, verbose, rung_label or metric_label
         self.started: set[str] = set()
         self.rung_best: dict[str, float] = {}  # running trials' best so far of the rung metric (what ASHA compares)
         self._base_cfg = None  # the typed base config, built once: a merge takes 20-80 ms
@@ -53,8 +54,7 @@ class TrialEvents(Callback):
         self.say(trial, f"started: {params}" if params else "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        if self.rung_label:
-            keep_best(self.rung_best, trial.trial_id, result.get(val_key(self.rung_label)))
+        keep_best(self.rung_best, trial.trial_id, result.get(val_key(self.rung_label)))
         if "epoch" in result and METRIC in result:
             best = result.get(BEST_METRIC, result[METRIC])
             self.say(trial, f"epoch {result['epoch']}/{self.planned(trial)}: {self.metric_label} "
