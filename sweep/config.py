@@ -137,7 +137,7 @@ def is_real_run(cfg: DictConfig) -> bool:
 
 def in_process_on(cfg: DictConfig, address: str) -> bool:
     """``sweep.in_process``, or by default: one worker per trial on a Ray this sweep started (``address``
-    is what ``sweep.resources.connect`` returned). A resumed run dir saved without it (an older version)
+    is what ``raycluster.connect.connect`` returned). A resumed run dir saved without it (an older version)
     keeps its trials' Ray Train runs, which hold their checkpoints."""
     if cfg.sweep.in_process is not None:
         return bool(cfg.sweep.in_process)

@@ -14,7 +14,7 @@ whatever ended a trial, but those retries are meant for a driver that *died*: on
 had Ray Train's retries already, or met an error that repeats (a user error, a worker group the
 cluster cannot hold), so a retried driver re-raises that at once (``repeat_failure``). While
 ``fit()`` runs, the driver errors the trial once the alive nodes cannot hold its worker group for
-``sweep.unplaceable_timeout_s`` (``sweep.resources.PlacementWatch``): Ray Train would wait forever.
+``sweep.unplaceable_timeout_s`` (``raycluster.placement.PlacementWatch``): Ray Train would wait forever.
 
 With ``sweep.in_process`` (one worker, the default on a local Ray) the driver holds the worker's
 resources and runs the loop itself (``train_here``), reporting straight to Tune: no controller,
@@ -33,9 +33,9 @@ from plumbing import storage
 from plumbing.cli import typed
 from plumbing.errors import UserError
 from plumbing.jsonio import write_json
+from raycluster.placement import PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.config import RAY_OUTPUT, SweepConfig, train_dict
 from sweep.layout import DONE_FILE, FAILURE_FILE, PARAMS_FILE, TRAIN_RUN_NAME
-from sweep.resources import PlacementWatch, TrialResources, UnplaceableTrialError
 from sweep.space import apply_params, variant_key
 from trainable.session import METRIC, MODE
 

@@ -3,7 +3,7 @@
 A run directory (``out_dir``, local or ``s3://``)::
 
     config.yaml            the resolved config (plumbing.cli), read back by resume=
-    driver.lock            the one driver's lock (sweep.lock; local run dirs only)
+    driver.lock            the one driver's lock (plumbing.run_lock; local run dirs only)
     space.json             the search space (sweep.run)
     study.db               the searcher's Optuna study (sweep.searcher), read by the record and optuna-dashboard
     scheduler_stops.jsonl  one line per trial ASHA stopped (sweep.scheduler)
@@ -23,12 +23,13 @@ A run directory (``out_dir``, local or ``s3://``)::
 
 from __future__ import annotations
 
+from plumbing.run_lock import LOCK_FILE  # noqa: F401 - the lock's own; listed here with the rest
+
 # the Tune experiments (stages) of a run directory, each a directory of it
 STAGE1, STAGE2, RETRAIN = "search", "stage2", "retrain"
 SEARCH_STAGES = (STAGE1, STAGE2)
 
 # the run directory's own files
-LOCK_FILE = "driver.lock"
 SPACE_FILE = "space.json"
 STUDY_FILE = "study.db"
 STOPS_FILE = "scheduler_stops.jsonl"

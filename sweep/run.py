@@ -20,14 +20,15 @@ from plumbing import storage
 from plumbing.cli import CONFIG_FILE, parse_config, run_cli, save_config
 from plumbing.errors import UserError
 from plumbing.jsonio import write_json
+from plumbing.run_lock import hold_run_dir, release_unused
+from plumbing.stop_signals import StopSignals
+from raycluster.connect import connect
+from raycluster.placement import TrialResources, cluster_plan
 from sweep.config import SweepConfig, in_process_on, retrain_seed_count, two_stage_on
 from sweep.layout import SPACE_FILE
-from sweep.lock import hold_run_dir, release_unused
-from sweep.output import info, quiet_ray
-from sweep.resources import TrialResources, cluster_plan, connect
+from sweep.output import info, quiet_libraries
 from sweep.settings import checked_config, run_dir_of
 from sweep.sharing import Shared, share_features
-from sweep.signals import StopSignals
 from sweep.space import feature_variants, space_to_json
 from sweep.stages import Interrupted, final_test, retrain, search, second_stage, trainable_for, update_timings
 
@@ -56,7 +57,7 @@ class Prepared:
 def prepare_run(cfg: DictConfig, dists) -> Prepared:
     """Connect, check the cluster can hold a trial, save the config, share every feature variant."""
     started = time.time()
-    run_dir = cfg.out_dir = storage.absolute(cfg.out_dir)
+    run_dir = cfg.out_dir  # absolute already (sweep.settings.checked_config)
     address = connect()
     concurrency, cluster = cluster_plan(cfg, cfg.sweep.num_samples)
     cfg.sweep.in_process = in_process_on(cfg, address)  # saved: a resumed sweep keeps its trials' resources
@@ -99,7 +100,7 @@ def execute(cfg: DictConfig, dists, prepared: Prepared) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, dists) -> dict[str, Any]:
-    """The whole sweep for a validated config; returns the summary."""
+    """The whole sweep for a validated config (``checked_config``); returns the summary."""
     return execute(cfg, dists, prepare_run(cfg, dists))
 
 
@@ -114,9 +115,9 @@ def main(argv: list[str]) -> None:
     except UserError:
         release_unused(run_dir)  # a refused config leaves no trace
         raise
-    quiet_ray(cfg.sweep.verbose)  # before Ray is imported
+    quiet_libraries(cfg.sweep.verbose)  # before Ray is imported
     connect()
-    from sweep.reaper import guard_local_ray
+    from raycluster.reaper import guard_local_ray
     guard_local_ray()  # a local Ray started here ends with this process, even after kill -9
     with StopSignals(cfg.sweep.time_budget_s) as stop:
         try:

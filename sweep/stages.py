@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from plumbing import storage
 from plumbing.cli import typed
 from plumbing.jsonio import write_json
+from raycluster.placement import TrialResources
 from sweep.config import RAY_OUTPUT, retrain_seed_count, rung_metric, startup_trials, train_dict
 from sweep.driver import DRIVER_RESOURCES, driver
 from sweep.layout import RETRAIN, STAGE1, STAGE2, STAGE2_SPACE_FILE, STOPS_FILE, TIMINGS_FILE
 from sweep.output import info, tune_output
-from sweep.resources import TrialResources
 from sweep.sharing import Shared
 from sweep.space import (
     apply_params,
@@ -33,7 +33,7 @@ from sweep.space import (
     variant_key,
 )
 from sweep.summary import search_trials
-from sweep.trials import best_checkpoint_of, best_trial, load_trials, tune_states
+from sweep.trials import analysis_of, best_checkpoint_of, best_trial, load_trials
 from trainable.session import METRIC, MODE, TEST_METRICS
 
 
@@ -62,7 +62,7 @@ def searcher_for(cfg: DictConfig, run_dir: str, stage: str, dists, seed: int, n_
 
 
 def scheduler_for(cfg: DictConfig, run_dir: str, stage: str, dists):
-    from sweep.scheduler import make_scheduler  # Ray is imported after sweep.output.quiet_ray
+    from sweep.scheduler import make_scheduler  # Ray is imported after sweep.output.quiet_libraries
 
     return make_scheduler(cfg, run_dir, stage, max_epochs(cfg, dists), storage.join(run_dir, STOPS_FILE))
 
@@ -141,7 +141,7 @@ def run_stage(cfg: DictConfig, run_dir: str, name: str, trainable, *, concurrenc
                                           checkpoint_score_order=MODE)))
     with tune_output(cfg.sweep.verbose):
         tuner.fit()
-    states = tune_states(str(exp))
+    states = {trial_dir: t.status for trial_dir, t in analysis_of(exp)[0].items()}
     unfinished = [t for t, s in states.items() if s not in ("TERMINATED", "ERROR")]
     if unfinished or len(states) < num_samples:
         raise Interrupted(f"{name}: {len(unfinished)} trial(s) unfinished, {len(states)}/{num_samples} "

@@ -103,11 +103,6 @@ def analysis_of(exp_dir: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     return trials, {name: frames.get(t.trial_id, pd.DataFrame()) for name, t in trials.items()}
 
 
-def tune_states(exp_dir: str) -> dict[str, str]:
-    """Trial dir name -> Tune's status in the newest saved experiment state (empty before one)."""
-    return {name: t.status for name, t in analysis_of(exp_dir)[0].items()}
-
-
 def epochs_of(frame: pd.DataFrame, trial_dir: str) -> pd.DataFrame:
     """One row per epoch, in order: the loop's own history over Tune's rows (the last report of an
     epoch reported twice wins)."""
@@ -124,19 +119,6 @@ def epochs_of(frame: pd.DataFrame, trial_dir: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["epoch", METRIC])
     rows = rows.astype({"epoch": int}).groupby("epoch", sort=True).last()  # last non-null per column
     return rows.reset_index()
-
-
-def read_results(trial_dir: str) -> list[dict[str, Any]]:
-    """One trial's epochs read from its own directory alone (Tune's result.json, a line cut by a kill
-    skipped, under the loop's metrics.json): what a test or a look at one trial needs."""
-    path = storage.join(str(trial_dir), "result.json")
-    rows = []
-    for line in (storage.read_text(path) if storage.exists(path) else "").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return epochs_of(pd.DataFrame(rows), str(trial_dir)).to_dict("records")
 
 
 def record(cfg: DictConfig, experiment: str, trial_id: str, trial_dir: str, params: dict[str, Any], state: str,
@@ -185,9 +167,7 @@ def best_checkpoint_of(record: TrialRecord) -> str | None:
 
     train_dir = storage.join(record.path, TRAIN_RUN_NAME)
     if not storage.exists(train_dir):
-        names = storage.list_dir(record.path) if storage.exists(record.path) else []
-        found = sorted(n for n in names if n.startswith("checkpoint_"))
-        return storage.join(record.path, found[-1]) if found else None
+        return _latest_checkpoint(record.path)
     quiet = logging.getLogger("ray.train")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # from_path logs a paragraph about resuming per call
@@ -199,8 +179,13 @@ def best_checkpoint_of(record: TrialRecord) -> str | None:
         quiet.setLevel(level)
     if ckpt is not None:
         return storage.join(train_dir, ckpt.path.rstrip("/").rsplit("/", 1)[-1])
-    found = sorted(n for n in storage.list_dir(train_dir) if n.startswith("checkpoint_"))
-    return storage.join(train_dir, found[-1]) if found else None
+    return _latest_checkpoint(train_dir)
+
+
+def _latest_checkpoint(run_dir: str) -> str | None:
+    found = sorted(n for n in storage.list_dir(run_dir) if n.startswith("checkpoint_")) \
+        if storage.exists(run_dir) else []
+    return storage.join(run_dir, found[-1]) if found else None
 
 
 def read_error(trial_dir: str) -> str | None:

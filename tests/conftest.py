@@ -81,8 +81,9 @@ def demo_features(train_config, tmp_path_factory):
 # first: the two Ray units, then the CPU-bound modules that take minutes, then the rest, to whichever
 # worker is free.
 RAY_UNITS = {
-    "ray-clusters": ("tests/sweep/test_node_loss.py", "tests/sweep/test_cluster_jobs.py", "tests/sweep/test_reaper.py",
-                     "tests/sweep/test_sweep_run.py", "tests/sweep/test_local_ray.py", "tests/trainable/test_gpu.py",
+    "ray-clusters": ("tests/sweep/test_node_loss.py", "tests/sweep/test_cluster_jobs.py",
+                     "tests/raycluster/test_reaper.py", "tests/sweep/test_sweep_run.py",
+                     "tests/raycluster/test_local_ray.py", "tests/trainable/test_gpu.py",
                      "tests/sweep/test_dashboard.py"),
     "ray-sweeps": ("tests/sweep/", "tests/trainable/test_ray_train.py"),  # every other module that starts Ray
 }

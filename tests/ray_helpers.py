@@ -68,10 +68,10 @@ def head_args(gcs_port: int, **args) -> dict:
 
 @contextmanager
 def local_ray(**init_args) -> Iterator[object]:
-    """``ray.init(address="local")`` as a sweep starts its Ray (sweep.resources.pin_state_api): a
+    """``ray.init(address="local")`` as a sweep starts its Ray (raycluster.connect.pin_state_api): a
     dashboard port of its own, named in RAY_API_SERVER_ADDRESS for the Ray's processes; the variable is
     restored and Ray shut down afterwards."""
-    from sweep.resources import state_api_url
+    from raycluster.connect import state_api_url
 
     (port,) = free_ports(1)
     with pytest.MonkeyPatch.context() as env:
@@ -91,7 +91,7 @@ def local_cluster(*nodes: dict, **head) -> Iterator[tuple[object, object]]:
     afterwards."""
     from ray.cluster_utils import Cluster
 
-    from sweep.resources import set_ray_env
+    from raycluster.connect import set_ray_env
 
     set_ray_env()
     with own_ray_address() as port:

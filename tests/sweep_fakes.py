@@ -6,17 +6,36 @@ Ray workers cannot import tests/, so a module using these registers this one for
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
+
+from plumbing import storage
 from plumbing.cli import parse_config, save_config
 from sweep.config import SweepConfig
 from sweep.settings import checked_config
+from sweep.trials import epochs_of
 
 
 def load_config(argv: list[str]):
     """``python -m sweep.run ARGV``'s validated config (the saved one when resuming) and search space."""
     return checked_config(parse_config(SweepConfig, argv, "sweep.run", "sweep"))
+
+
+def read_results(trial_dir: str) -> list[dict[str, Any]]:
+    """One trial's epochs read from its own directory alone (Tune's result.json, a line cut by a kill
+    skipped, under the loop's metrics.json), as ``sweep.trials.epochs_of`` merges them."""
+    path = storage.join(str(trial_dir), "result.json")
+    rows = []
+    for line in (storage.read_text(path) if storage.exists(path) else "").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return epochs_of(pd.DataFrame(rows), str(trial_dir)).to_dict("records")
 
 
 def fake_trial(config, epochs: int, failing_lr: float):

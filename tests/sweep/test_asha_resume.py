@@ -15,8 +15,8 @@ import pytest
 import sweep_fakes
 from ray_helpers import local_ray
 
+from plumbing.stop_signals import StopSignals
 from sweep.layout import STAGE1
-from sweep.signals import StopSignals
 from sweep.space import to_distributions
 from sweep.stages import Interrupted, search
 from sweep.study import TRIAL_ID_ATTR, study_name

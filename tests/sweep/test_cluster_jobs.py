@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from ray_helpers import RAY, Head, local_head
 from ray_helpers import wait_for as poll
+from sweep_fakes import read_results
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweep.layout import DONE_FILE
-from sweep.trials import read_results
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_S = 420  # a whole demo sweep as a job on a loaded 2-core machine

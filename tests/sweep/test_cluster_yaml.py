@@ -91,7 +91,7 @@ def test_dashboard_is_bound_to_localhost_only(raw):
 
 
 def test_every_node_starts_ray_with_the_sweeps_train_settings(raw):
-    from sweep.resources import RAY_ENV_DEFAULTS
+    from raycluster.connect import RAY_ENV_DEFAULTS
 
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = " ".join(raw[key])

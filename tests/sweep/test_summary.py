@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-from sweep_fakes import EPOCHS, FAILING_LR, LRS, RETRAIN_SEEDS, STAGE2_SAMPLES
+from sweep_fakes import EPOCHS, FAILING_LR, LRS, RETRAIN_SEEDS, STAGE2_SAMPLES, read_results
 
 from plumbing.cli import parse_config
 from sweep.config import SweepConfig
@@ -22,7 +22,7 @@ from sweep.layout import STOPS_FILE
 from sweep.report import refresh
 from sweep.space import space_from_json
 from sweep.summary import leaderboard
-from sweep.trials import read_error, read_results, stop_reason, trial_augment
+from sweep.trials import read_error, stop_reason, trial_augment
 
 
 @pytest.fixture(scope="module")

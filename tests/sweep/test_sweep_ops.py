@@ -55,7 +55,7 @@ def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | No
 
 # ---------------------------------------------------------------- the run-dir lock
 
-HOLDER = "import sys, time; from sweep.lock import hold_run_dir; hold_run_dir(sys.argv[1]); time.sleep(600)"
+HOLDER = "import sys, time; from plumbing.run_lock import hold_run_dir; hold_run_dir(sys.argv[1]); time.sleep(600)"
 
 
 def lock_is_free(lock: Path) -> bool:

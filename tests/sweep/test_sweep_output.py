@@ -19,9 +19,9 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 from plumbing.cli import parse_config
 from plumbing.errors import ConfigError
+from raycluster.connect import WithoutRayNotices
 from sweep.config import SweepConfig, validate_sweep
 from sweep.layout import STOPS_FILE
-from sweep.output import WithoutRayNotices
 from sweep.progress import TrialEvents
 from trainable.tensorboard import TBLogger
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from ray.util.state import list_actors
 from ray_helpers import SWEEP_WAIT_S, local_cluster, tune_committed_checkpoint, wait_for_sweep
-
-from sweep.trials import read_results
+from sweep_fakes import read_results
 
 EPOCHS = 3
 WAIT_S = SWEEP_WAIT_S

@@ -24,13 +24,12 @@ import pandas as pd
 import pytest
 import ray
 from ray_helpers import local_cluster
-from sweep_fakes import load_config
+from sweep_fakes import load_config, read_results
 
 from plumbing.errors import ConfigError
 from sweep.run import execute, prepare_run
 from sweep.searcher import make_searcher
 from sweep.space import feature_variants, variant_key
-from sweep.trials import read_results
 from trainable.checkpoint import STATE_FILE
 
 EPOCHS = 3

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 import ray_helpers
 from omegaconf import OmegaConf
+from sweep_fakes import read_results
 
 from plumbing.errors import ConfigError
 from sweep.config import SweepConfig, resolve_tracking_uri, validate_tracking
-from sweep.trials import read_results
 
 pytest.importorskip("mlflow")
 
@@ -40,7 +40,7 @@ def tracking_warnings(caplog) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from sweep.resources import set_ray_env
+    from raycluster.connect import set_ray_env
 
     set_ray_env()
     with ray_helpers.local_ray(num_cpus=2, logging_level="ERROR"):  # never an unrelated running Ray

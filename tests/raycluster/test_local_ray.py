@@ -1,7 +1,7 @@
 """A sweep's own local Ray beside another Ray on the same machine (a second sweep, a notebook, a
 ``ray start`` head).
 
-Without RAY_ADDRESS ``sweep.resources.connect`` starts a Ray of its own, as the README says (plain
+Without RAY_ADDRESS ``raycluster.connect.connect`` starts a Ray of its own, as the README says (plain
 ``ray.init()`` would join a ``ray start`` cluster it finds on the machine). Ray code in workers that
 asks the State API without an address (Ray Train's placement-group cleaner, which frees the
 placement group of a trial ASHA stopped) looks for "the" Ray on the machine and fails when there
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = textwrap.dedent("""
     import ray
     from ray.util.state import get_actor
-    from sweep.resources import connect
+    from raycluster.connect import connect
 
     connect()
 

@@ -1,6 +1,6 @@
-"""Pure units of the sweep's cluster logic (no Ray started): how many trials fit at once, when a
-trial no node can hold errors, and which driver failures a retry repeats. The cluster scenarios that
-exercise them live in test_sweep_run.py and test_node_loss.py."""
+"""Pure units of trial placement (no Ray started): how many trials fit at once, and when a trial no
+node can hold errors. The cluster scenarios that exercise them live in tests/sweep/test_sweep_run.py
+and test_node_loss.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from plumbing.errors import ConfigError
-from sweep.resources import Node, PlacementWatch, TrialResources, UnplaceableTrialError, plan_concurrency
+from raycluster.placement import Node, PlacementWatch, TrialResources, UnplaceableTrialError, plan_concurrency
 
 
 def test_concurrency_is_the_number_of_worker_groups_that_fit():
@@ -57,26 +57,3 @@ def test_placement_watch_errors_only_after_the_nodes_could_not_hold_the_group_fo
     never.check()
     clock.now = 1e9
     never.check()  # 0: waits forever, as Ray Train does
-
-
-def test_a_driver_tune_retries_raises_what_it_raised_before_in_the_same_sweep_only(tmp_path, monkeypatch):
-    from ray.exceptions import RayActorError
-
-    from plumbing.errors import UserError
-    from sweep import driver
-    from sweep.layout import FAILURE_FILE
-
-    path = tmp_path / FAILURE_FILE
-    monkeypatch.setattr(driver, "sweep_id", lambda: "session_a/01000000")
-    driver.repeat_failure(path)  # nothing recorded: trains
-    driver.record_failure(path, RayActorError())  # its controller died: Tune's retry may get past that
-    assert not path.exists()
-    for error, raised in ((UserError("bad data"), UserError), (UnplaceableTrialError("no node"), UnplaceableTrialError),
-                          (ValueError("a bug"), RuntimeError)):
-        driver.record_failure(path, error)
-        with pytest.raises(raised, match=str(error)) as err:
-            driver.repeat_failure(path)
-        assert type(err.value) is raised and "not retried" in str(err.value)
-    monkeypatch.setattr(driver, "sweep_id", lambda: "session_a/02000000")  # a resumed sweep: another job
-    driver.repeat_failure(path)
-    assert not path.exists()

@@ -8,7 +8,7 @@ driver SIGKILLed mid-trial): GCS, raylet and dashboard went at once, the 16 work
 but the dashboard agent and the runtime-env agent lived on for another 62 s.
 
 So right after ``connect()`` starts a local Ray, the driver starts this watchdog,
-``python -m sweep.reaper DRIVER_PID SESSION_DIR``, in a session of its own. It sleeps until its
+``python -m raycluster.reaper DRIVER_PID SESSION_DIR``, in a session of its own. It sleeps until its
 parent, the driver, is gone (its parent pid changes), then ends every process of that Ray session
 still alive: SIGTERM, then SIGKILL after ``GRACE_S``; then it exits. A process belongs to the
 session when the driver had it among its descendants (recorded every few seconds while the driver
@@ -75,7 +75,7 @@ def guard_local_ray() -> subprocess.Popen | None:
     _STARTED.add(session)
     psutil_dir = os.path.dirname(os.path.dirname(_psutil().__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [psutil_dir, os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "sweep.reaper", str(os.getpid()), session], env=env,
+    return subprocess.Popen([sys.executable, "-m", "raycluster.reaper", str(os.getpid()), session], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -154,7 +154,7 @@ def watch(driver_pid: int, session_dir: str) -> None:
     stopped = reap(session_dir, recorded)
     if stopped:
         try:
-            print(f"sweep.reaper: the sweep driver (pid {driver_pid}) has ended; stopped {len(stopped)} leftover "
+            print(f"raycluster.reaper: the sweep driver (pid {driver_pid}) has ended; stopped {len(stopped)} leftover "
                   f"process(es) of its local Ray {session_dir}: {', '.join(sorted(set(stopped)))}",
                   file=sys.stderr, flush=True)
         except OSError:  # the driver's terminal or log is gone

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from plumbing import storage
 from plumbing.errors import UserError
-from sweep.layout import LOCK_FILE
 
+LOCK_FILE = "driver.lock"  # in the run directory (sweep.layout lists it)
 # resolved run dir -> the open fd holding its lock: never closed, and not inherited by the processes
 # this one starts (Python opens fds close-on-exec), so the lock ends exactly with this process.
 _HELD: dict[str, int] = {}

@@ -1,30 +1,23 @@
-"""Ray connection and trial resources: how many worker groups the cluster holds, at once.
+"""How a command reaches Ray: a cluster named by RAY_ADDRESS, within a bound, or a local Ray of its own.
 
-Tune starts a driver per trial whether or not its workers can be placed; a worker group that
-cannot be placed waits, times out and retries forever. So concurrency is derived from what the
-nodes actually have, and a request no node can satisfy fails before the sweep starts. A node lost
-mid-sweep can leave the rest unable to hold a trial's worker group; Ray Train would wait for it
-forever (each wait times out after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S and starts again), so the
-trial's driver watches the alive nodes (``PlacementWatch``) and errors after
-``sweep.unplaceable_timeout_s``, naming what the trial needs and what the cluster has.
+``ray.init`` against an address where no Ray answers retries for more than 10 minutes, so the address
+is probed first and the whole connection is bounded; a local Ray gets its own State API address, so
+that Ray code asking "the" Ray of the machine asks this one. Below ``sweep.verbose=2`` Ray's own
+output stays in its session logs (``quiet_ray``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from omegaconf import DictConfig
-
-from plumbing.errors import ConfigError, UserError
+from plumbing.errors import UserError
 
 # Faster result delivery (measured on Ray 2.60: a result 0.5 s after its report instead of about 2 s), one
 # actor less per trial, and the Train runs' state (workers, nodes, GPU ids, attempts) in the dashboard's Train view.
@@ -33,42 +26,12 @@ RAY_ENV_DEFAULTS = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_ENABLE_STATE_TRACKING": "1",
 }
-EPS = 1e-9
 # ray.init against an address where no Ray answers retries for more than 10 minutes, so the address is
 # probed first (a dead head fails in PROBE_S) and the whole connection is bounded (CONNECT_TIMEOUT_S):
 # something listening there that is not a Ray GCS (e.g. the dashboard port) hangs ray.init just the same.
 PROBE_S = 5.0
 CONNECT_TIMEOUT_S = 40.0
 RAY_CLIENT_PORT = 10001  # ray://host without a port
-
-
-@dataclass(frozen=True)
-class Node:
-    node_id: str
-    cpus: float
-    gpus: float
-
-
-@dataclass(frozen=True)
-class TrialResources:
-    workers: int
-    cpus_per_worker: float
-    gpus_per_worker: float
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> TrialResources:
-        s = cfg.sweep
-        return cls(int(s.workers_per_trial), float(s.cpus_per_worker), float(s.gpus_per_worker))
-
-    def per_worker(self) -> dict[str, float]:
-        out = {"CPU": self.cpus_per_worker}
-        if self.gpus_per_worker > 0:
-            out["GPU"] = self.gpus_per_worker
-        return out
-
-    def describe(self) -> str:
-        gpu = f" + {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
-        return f"{self.workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu})"
 
 
 def set_ray_env() -> None:
@@ -205,96 +168,48 @@ def give_up_after(seconds: float, address: str, port: int | str = "PORT") -> Ite
         timer.cancel()
 
 
-def alive_nodes() -> list[Node]:
-    import ray
+def quiet_ray() -> None:
+    """Ray's own output into its session logs (/tmp/ray/session_*/logs), not this process's console.
 
-    nodes = []
-    for n in ray.nodes():
-        if n.get("Alive"):
-            res = n.get("Resources", {})
-            nodes.append(Node(n["NodeID"], float(res.get("CPU", 0)), float(res.get("GPU", 0))))
-    return nodes
-
-
-def workers_on(node: Node, req: TrialResources) -> int:
-    """How many workers of this shape one node holds."""
-    fits = math.floor(node.cpus / req.cpus_per_worker + EPS)
-    if req.gpus_per_worker > 0:
-        fits = min(fits, math.floor(node.gpus / req.gpus_per_worker + EPS))
-    return max(fits, 0)
-
-
-def describe_cluster(nodes: Sequence[Node]) -> str:
-    parts = [f"{n.cpus:g} CPU/{n.gpus:g} GPU" for n in nodes]
-    return f"{len(nodes)} node(s): " + ", ".join(parts) if nodes else "no alive nodes"
-
-
-def plan_concurrency(nodes: Sequence[Node], req: TrialResources, num_samples: int,
-                     max_concurrent: int | None = None) -> int:
-    """Trials that can run at once; a request the cluster can never satisfy is a ConfigError.
-
-    An explicit ``max_concurrent`` is trusted (an autoscaling cluster may not have its GPU nodes
-    yet) and only capped by the number of trials.
+    Environment knobs Ray reads when it is imported and initialized, so this runs before ``connect``:
+    the workers' and raylets' lines are not forwarded to this process (``log_to_driver``), Ray's
+    notices to every driver (RAY_NOTICES) are left out of stdout and a piped stdout gets no colour
+    codes; a local Ray gets token authentication by asking for it, as Ray does by default, minus the
+    warning it prints then (a remote cluster's mode is the user's to set). Tune's warning that it
+    saved its experiment state often goes too: an in-process trial's checkpoint makes Tune save it at
+    once (num_to_keep=1), which is what a resume after kill -9 starts from.
     """
-    if max_concurrent is not None:
-        return max(1, min(max_concurrent, num_samples))
-    have = describe_cluster(nodes)
-    if not any(workers_on(n, req) for n in nodes):
-        key = "sweep.gpus_per_worker" if req.gpus_per_worker > max((n.gpus for n in nodes), default=0) \
-            else "sweep.cpus_per_worker"
-        raise ConfigError(key, f"no node can host one worker of {req.describe()}; the cluster has {have}. "
-                               "Lower the request, add nodes, or (autoscaling cluster) set "
-                               "sweep.max_concurrent to skip this check")
-    total = sum(workers_on(n, req) for n in nodes)
-    groups = total // req.workers
-    if groups < 1:
-        raise ConfigError("sweep.workers_per_trial",
-                          f"a trial needs {req.describe()} but the cluster holds only {total} such "
-                          f"worker(s) ({have}); lower sweep.workers_per_trial")
-    return max(1, min(groups, num_samples))
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # a piped log gets "(raylet)", not escape codes
+    if not isinstance(sys.stdout, WithoutRayNotices):
+        sys.stdout = WithoutRayNotices(sys.stdout)
+    if os.environ.get("RAY_ADDRESS", "").strip() in ("", "local"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def cluster_plan(cfg: DictConfig, num_samples: int) -> tuple[int, str]:
-    """Concurrency for a sweep on the connected cluster, and the cluster's description."""
-    nodes = alive_nodes()
-    req = TrialResources.from_config(cfg)
-    return plan_concurrency(nodes, req, num_samples, cfg.sweep.max_concurrent), describe_cluster(nodes)
+# What the raylet says to every driver when a node has started 4x its CPUs in worker processes: in a
+# sweep that is every trial's actor, Train controller and workers, as planned, not a problem to act on.
+RAY_NOTICES = ("worker processes have been started on node",)
 
 
-class UnplaceableTrialError(UserError):
-    """The alive nodes cannot hold a trial's worker group, and have not for sweep.unplaceable_timeout_s."""
+class WithoutRayNotices:
+    """This process's stdout less Ray's notices (RAY_NOTICES), which Ray prints to every driver whatever
+    ``log_to_driver`` says; every other line, Ray's errors and warnings included, passes through."""
 
+    def __init__(self, stream):
+        self.stream, self.dropped = stream, False
 
-def holds_group(nodes: Sequence[Node], req: TrialResources) -> bool:
-    """Whether these nodes, empty, hold one worker group of ``req`` (its workers may spread over nodes)."""
-    return sum(workers_on(n, req) for n in nodes) >= req.workers
+    def write(self, text: str) -> int:
+        if any(n in text for n in RAY_NOTICES):
+            self.dropped = True  # print() writes the line, then its end on its own
+            return len(text)
+        if self.dropped and text == "\n":
+            self.dropped = False
+            return len(text)
+        self.dropped = False
+        return self.stream.write(text)
 
-
-class PlacementWatch:
-    """Raises UnplaceableTrialError once the alive nodes could not hold the trial's worker group for
-    ``timeout_s`` in a row (0: never). Node totals, not free resources: a group that waits for other
-    trials to finish is not unplaceable. ``check`` is called every few seconds while ``fit()`` runs."""
-
-    def __init__(self, req: TrialResources, timeout_s: float, nodes=alive_nodes, clock=time.monotonic):
-        self.req, self.timeout_s, self.nodes, self.clock = req, timeout_s, nodes, clock
-        self.since: float | None = None
-
-    def check(self) -> None:
-        if not self.timeout_s:
-            return
-        try:
-            nodes = self.nodes()
-        except Exception:  # the GCS did not answer this time: no news, the next check will tell
-            return
-        if holds_group(nodes, self.req):
-            self.since = None
-            return
-        now = self.clock()
-        self.since = now if self.since is None else self.since
-        if now - self.since >= self.timeout_s:
-            raise UnplaceableTrialError(
-                f"the trial needs {self.req.describe()} but the cluster now has {describe_cluster(nodes)}, "
-                f"which cannot hold that (for {now - self.since:.0f} s; a node was lost?). Add a node that "
-                "can, or lower sweep.cpus_per_worker / sweep.gpus_per_worker / sweep.workers_per_trial in a "
-                "new sweep; resume=OUT_DIR retries it once the cluster can (sweep.unplaceable_timeout_s "
-                "sets how long a trial waits)")
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)

@@ -1,4 +1,4 @@
-"""The local Ray of a sweep driver ends with it, ``kill -9`` included (sweep/reaper.py).
+"""The local Ray of a sweep driver ends with it, ``kill -9`` included (raycluster/reaper.py).
 
 Fast tests play the driver with a small script whose children look like a Ray session's processes
 (a raylet naming the session dir, a worker with a log file open in it, a helper that only the
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 from ray_helpers import SWEEP_WAIT_S, tune_committed_checkpoint, wait_for_sweep
+from sweep_fakes import read_results
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sweep.reaper import _psutil, session_processes
-from sweep.trials import read_results
+from raycluster.reaper import _psutil, session_processes
 
 psutil = _psutil()
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ WAIT_S = SWEEP_WAIT_S
 
 FAKE_DRIVER = textwrap.dedent("""
     import subprocess, sys, time
-    from sweep.reaper import guard_local_ray
+    from raycluster.reaper import guard_local_ray
     session = sys.argv[1]
     sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
     subprocess.Popen([*sleep, f"--session_dir={session}"])  # the raylet: names the session
@@ -111,12 +111,13 @@ def test_after_a_clean_exit_the_watchdog_finds_nothing_and_exits(tmp_path):
     w = psutil.Process(watchdog)
     assert driver.wait(timeout=30) == 0
     w.wait(timeout=15)  # one poll to see the driver gone, two empty looks, and it exits
-    assert "sweep.reaper" not in driver.stderr.read()  # it had nothing to stop
+    assert "raycluster.reaper" not in driver.stderr.read()  # it had nothing to stop
 
 
 def test_no_watchdog_without_a_local_ray_of_our_own():
-    out = subprocess.run([sys.executable, "-c", "from sweep.reaper import guard_local_ray; print(guard_local_ray())"],
-                         env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=60)
+    code = "from raycluster.reaper import guard_local_ray; print(guard_local_ray())"
+    out = subprocess.run([sys.executable, "-c", code], env=python_env(), cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
     assert out.stdout.strip() == "None", out.stderr
 
 
@@ -158,7 +159,7 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
         session = session_of(driver)
         assert session, "the sweep did not start a local Ray of its own"
         processes = tree(driver.pid)  # the local Ray's processes and the watchdog
-        assert any("sweep.reaper" in " ".join(p.cmdline()) for p in processes), processes
+        assert any("raycluster.reaper" in " ".join(p.cmdline()) for p in processes), processes
         names = sorted({p.name() for p in processes})
         assert any(n.startswith("ray::") for n in names), names
         driver.send_signal(signal.SIGKILL)
@@ -173,7 +174,7 @@ def test_kill_9_of_a_driver_leaves_nothing_of_its_local_ray_and_resume_completes
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    assert "sweep.reaper: " in log.read_text()
+    assert "raycluster.reaper: " in log.read_text()
 
     log2 = tmp_path / "resume.log"
     resumed = subprocess.Popen(sweep_cmd(tmp_path, demo_cache, "resume=true"), env=local_env(), stdout=log2.open("w"),
