@@ -154,12 +154,20 @@ def watch(driver_pid: int, session_dir: str) -> None:
     stopped = reap(session_dir, recorded)
     if stopped:
         try:
-            print(f"raycluster.reaper: the sweep driver (pid {driver_pid}) has ended; stopped {len(stopped)} leftover "
-                  f"process(es) of its local Ray {session_dir}: {', '.join(sorted(set(stopped)))}",
+            print(f"raycluster.reaper: the sweep driver (pid {driver_pid}) has ended; stopped {len(stopped)} "
+                  f"leftover process(es) of its local Ray {session_dir}: {', '.join(sorted(set(stopped)))}",
                   file=sys.stderr, flush=True)
         except OSError:  # the driver's terminal or log is gone
             pass
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), sys.argv[2])
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m raycluster.reaper", description=(
+        "The watchdog a sweep driver starts beside the local Ray it started: once the driver is gone, end "
+        "what is left of that Ray session. Started by the driver (raycluster.reaper.guard_local_ray), not by hand."))
+    parser.add_argument("driver_pid", type=int, help="the sweep driver's pid (this process's parent)")
+    parser.add_argument("session_dir", help="the local Ray's session directory (/tmp/ray/session_...)")
+    args = parser.parse_args()
+    watch(args.driver_pid, args.session_dir)

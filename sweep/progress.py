@@ -10,6 +10,7 @@ not written it itself (``trainable.tensorboard.write_end`` keeps the first recor
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from trainable.tensorboard import TB_DIR, flat_hparams, write_end
 
 class TrialEvents(Callback):
     """Prints ``<experiment> trial <id>: <event>`` lines (sweep.verbose >= 1) and records every trial's
-    stop reason in its TensorBoard run (always)."""
+    stop reason in its TensorBoard run and the stage's first result in timings.json (always)."""
+
+    first_result_seen = False  # a class default: a callback pickled by an older sweep lacks the attribute
 
     def __init__(self, base: dict[str, Any], run_dir: str | Path, experiment: str, metric_label: str,
                  verbose: int = EVENTS, rung_label: str | None = None):
@@ -54,6 +57,11 @@ class TrialEvents(Callback):
         self.say(trial, f"started: {params}" if params else "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if not self.first_result_seen:  # when the sweep's first result came (timings.json)
+            from sweep.stages import update_timings
+
+            self.first_result_seen = True
+            update_timings(self.run_dir, first_result_at=time.time(), keep=True)
         keep_best(self.rung_best, trial.trial_id, result.get(val_key(self.rung_label)))
         if "epoch" in result and METRIC in result:
             best = result.get(BEST_METRIC, result[METRIC])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -67,23 +66,8 @@ def scheduler_for(cfg: DictConfig, run_dir: str, stage: str, dists):
     return make_scheduler(cfg, run_dir, stage, max_epochs(cfg, dists), storage.join(run_dir, STOPS_FILE))
 
 
-def _first_result_callback(run_dir: str):
-    from ray.tune import Callback
-
-    class FirstResult(Callback):
-        """Records when the first trial result arrived (for the benchmark and the log)."""
-
-        seen = False
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if not self.seen:
-                self.seen = True
-                update_timings(run_dir, first_result_at=time.time(), keep=True)
-
-    return FirstResult()
-
-
 def update_timings(run_dir: str, keep: bool = False, **values: float) -> None:
+    """timings.json's phases (``keep``: a phase's first time stands), for the benchmarks and the log."""
     path = storage.join(run_dir, TIMINGS_FILE)
     timings = json.loads(storage.read_text(path)) if storage.exists(path) else {}
     for k, v in values.items():
@@ -132,7 +116,6 @@ def run_stage(cfg: DictConfig, run_dir: str, name: str, trainable, *, concurrenc
             run_config=tune.RunConfig(name=name, storage_path=storage.for_ray(run_dir)[0], storage_filesystem=fs,
                                       verbose=1 if cfg.sweep.verbose >= RAY_OUTPUT else 0,
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), events,
-                                                 _first_result_callback(run_dir),
                                                  *tracking.callbacks(cfg, run_dir, name)],
                                       failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                                       # an in-process trial's checkpoints (a Train run keeps its own)

@@ -205,6 +205,7 @@ def test_features_are_shared_once_per_variant_and_never_rebuilt_by_trials(swept)
         assert fs.meta["settings"]["features"]["max_length"] == variant["features.max_length"]
     timings = json.loads((swept.run_dir / "timings.json").read_text())
     assert timings["variants"] == 2
+    assert timings["started_at"] <= timings["features_ready_at"] <= timings["first_result_at"] <= timings["finished_at"]
     # The feature cache was deleted before the trials; preparing features in a trial recreates it.
     assert not (swept.tmp / "cache" / "features").exists()
     for t in swept.summary["trials"]:
