@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from raycluster.connect import quiet_ray
 from sweep.config import EVENTS, RAY_OUTPUT
 
 
@@ -28,8 +29,6 @@ def quiet_libraries(verbose: int) -> None:
     reads its knobs when it is imported, so this runs first."""
     if verbose < RAY_OUTPUT:
         import optuna
-
-        from raycluster.connect import quiet_ray
 
         quiet_ray()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
