@@ -59,11 +59,10 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(ReportConfig, argv, "sweep.report", DESCRIPTION, positional="run_dir")
     if OmegaConf.is_missing(cfg, "run_dir") or not cfg.run_dir:
         raise UserError("give the sweep's run directory: python -m sweep.report RUN_DIR")
-    run_dir = storage.absolute(cfg.run_dir)
-    summary = refresh(run_dir)
+    summary = refresh(cfg.run_dir)
     print(leaderboard(summary, cfg.top))
     plots = ", ".join(summary["plots"]) or "no plots (no trial has results yet)"
-    print(f"wrote {storage.join(run_dir, SUMMARY_FILE)}, {TRIALS_FILE}; {plots}")
+    print(f"wrote {storage.join(summary['run_dir'], SUMMARY_FILE)}, {TRIALS_FILE}; {plots}")
     for why in summary["plots_left_out"]:
         print(why)
 
