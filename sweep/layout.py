@@ -23,8 +23,6 @@ A run directory (``out_dir``, local or ``s3://``)::
 
 from __future__ import annotations
 
-from plumbing.run_lock import LOCK_FILE  # noqa: F401 - the lock's own; listed here with the rest
-
 # the Tune experiments (stages) of a run directory, each a directory of it
 STAGE1, STAGE2, RETRAIN = "search", "stage2", "retrain"
 SEARCH_STAGES = (STAGE1, STAGE2)

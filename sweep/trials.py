@@ -183,8 +183,8 @@ def best_checkpoint_of(record: TrialRecord) -> str | None:
 
 
 def _latest_checkpoint(run_dir: str) -> str | None:
-    found = sorted(n for n in storage.list_dir(run_dir) if n.startswith("checkpoint_")) \
-        if storage.exists(run_dir) else []
+    names = storage.list_dir(run_dir) if storage.exists(run_dir) else []
+    found = sorted(n for n in names if n.startswith("checkpoint_"))
     return storage.join(run_dir, found[-1]) if found else None
 
 

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from ray_helpers import process_ended, wait_for
 
-from sweep.layout import LOCK_FILE
+from plumbing.run_lock import LOCK_FILE
 
 START_S = 240  # a sweep's first trial directory on a loaded 2-core machine (seen: 35 s)
 STOP_S = 120  # Tune's graceful stop and Ray's shutdown after SIGTERM (seen: 21 s)
