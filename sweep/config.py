@@ -2,7 +2,7 @@
 
 ``SweepConfig`` extends ``TrainConfig`` so one ``config.yaml`` names the data, features, model,
 the training defaults every trial starts from, and the sweep around them. Defaults give a sweep
-on the demo corpus with the tiny model that finishes in about 4 to 6 minutes on 2 CPU cores.
+on the demo corpus with the tiny model that finishes in about 4 to 8 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations

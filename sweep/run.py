@@ -36,7 +36,7 @@ DESCRIPTION = """
 Search hyper-parameters of one task (span | span_crf | pair) with Optuna's seeded TPE and ASHA
 early stopping, each trial a Tune trial (training in its own process on a local Ray, a Ray Train run
 on a cluster or with several workers). Defaults: the demo corpus, the tiny model and an
-8-trial sweep that finishes in about 4 to 6 minutes on 2 CPU cores. The search space is
+8-trial sweep that finishes in about 4 to 8 minutes on 2 CPU cores. The search space is
 sweep/spaces/<task>.yaml, overridable key by key (sweep.space.training.lr.high=1e-2). Connects to
 the cluster in RAY_ADDRESS, else starts a local Ray. Resume an interrupted sweep with resume=true
 (its out_dir) or resume=RUN_DIR. Leaves in out_dir: config.yaml, summary.json, trials.parquet,
